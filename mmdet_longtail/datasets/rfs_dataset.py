@@ -1,0 +1,1 @@
+"""Repeat Factor Sampling dataset wrapper (work in progress)."""

@@ -1,0 +1,1 @@
+"""Class-aware sampler (work in progress)."""

@@ -1,0 +1,1 @@
+"""faster-coco-eval LVIS backend (work in progress)."""

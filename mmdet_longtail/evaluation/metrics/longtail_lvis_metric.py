@@ -1,0 +1,135 @@
+"""LVIS metric with exact numbers on current numpy and correct image subsets.
+
+It extends mmdet's ``LVISMetric`` (same arguments, same ``lvis/...`` keys)
+and fixes three things:
+
+* it runs the official lvis-api on numpy >= 1.24 (see ``lvis_api.py``);
+* it evaluates only the images that were processed (``params.img_ids``).
+  mmdet sets the COCO name ``imgIds``, so a run on a subset counted every
+  skipped image as having no detection;
+* values are reported at full precision (mmdet rounds them to 3 decimals), and
+  ``classwise=True`` also keeps the per-class AP, which the analysis tools
+  read.
+
+Backends (``backend``): ``'lvis'`` is the official lvis-api. Other backends
+are registered in :data:`LVIS_EVAL_BACKENDS`.
+"""
+import os.path as osp
+import tempfile
+from collections import OrderedDict
+from typing import Callable, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+from mmengine.fileio import get_local_path, load
+from mmengine.logging import MMLogger
+
+from mmdet.evaluation.metrics import LVISMetric
+from mmdet.registry import METRICS
+from ..lvis_api import (LVIS_METRIC_ITEMS, LVISEvalResult, evaluate_lvis,
+                        import_lvis)
+
+# name -> function(lvis_gt, results, iou_type, img_ids, max_dets, source)
+LVIS_EVAL_BACKENDS: Dict[str, Callable[..., LVISEvalResult]] = {
+    'lvis': evaluate_lvis,
+}
+
+
+@METRICS.register_module()
+class LongTailLVISMetric(LVISMetric):
+    """mmdet's ``LVISMetric`` made exact, subset-correct and pluggable.
+
+    Args:
+        backend (str): evaluation backend, ``'lvis'`` (official lvis-api).
+        max_dets (int): detections kept per image, 300 for LVIS.
+        **kwargs: the arguments of mmdet's ``LVISMetric`` (``ann_file``,
+            ``metric``, ``classwise``, ``format_only``, ``outfile_prefix``,
+            ...).
+    """
+    default_prefix: Optional[str] = 'lvis'
+
+    def __init__(self,
+                 ann_file: Optional[str] = None,
+                 backend: str = 'lvis',
+                 max_dets: int = 300,
+                 **kwargs) -> None:
+        if backend not in LVIS_EVAL_BACKENDS:
+            raise ValueError(f'LongTailLVISMetric: unknown backend '
+                             f'{backend!r}; choose from '
+                             f'{sorted(LVIS_EVAL_BACKENDS)}')
+        if ann_file is not None and not osp.isfile(ann_file):
+            raise FileNotFoundError(
+                f'LongTailLVISMetric: ann_file not found: {ann_file}')
+        LVIS, _, _ = import_lvis()
+        super().__init__(ann_file=None, **kwargs)
+        self.ann_file = ann_file
+        if ann_file is not None:
+            with get_local_path(
+                    ann_file, backend_args=self.backend_args) as local_path:
+                self._lvis_api = LVIS(local_path)
+        self.backend = backend
+        self.max_dets = max_dets
+        # per-class AP of the last evaluation, {'bbox': array, ...}
+        self.last_per_class_ap: Dict[str, np.ndarray] = {}
+
+    def compute_metrics(self, results: list) -> Dict[str, float]:
+        logger: MMLogger = MMLogger.get_current_instance()
+        gts, preds = zip(*results)
+        tmp_dir = None
+        if self.outfile_prefix is None:
+            tmp_dir = tempfile.TemporaryDirectory()
+            outfile_prefix = osp.join(tmp_dir.name, 'results')
+        else:
+            outfile_prefix = self.outfile_prefix
+
+        if self._lvis_api is None:
+            LVIS, _, _ = import_lvis()
+            logger.info('Converting ground truth to coco format...')
+            self._lvis_api = LVIS(
+                self.gt_to_coco_json(
+                    gt_dicts=gts, outfile_prefix=outfile_prefix))
+        if self.cat_ids is None:
+            self.cat_ids = self._lvis_api.get_cat_ids()
+        processed_img_ids = sorted({gt['img_id'] for gt in gts})
+
+        result_files = self.results2json(preds, outfile_prefix)
+        eval_results: Dict[str, float] = OrderedDict()
+        if self.format_only:
+            logger.info(f'results are saved in {osp.dirname(outfile_prefix)}')
+            return eval_results
+
+        evaluate = LVIS_EVAL_BACKENDS[self.backend]
+        for metric in self.metrics:
+            if metric not in ('bbox', 'segm'):
+                raise ValueError(f'LongTailLVISMetric supports bbox and segm, '
+                                 f'got {metric!r}')
+            logger.info(f'Evaluating {metric} with the {self.backend} '
+                        f'backend on {len(processed_img_ids)} images...')
+            dets = load(result_files[metric]) if metric in result_files \
+                else []
+            outcome = evaluate(
+                self._lvis_api,
+                dets,
+                iou_type=metric,
+                img_ids=processed_img_ids,
+                max_dets=self.max_dets,
+                source=result_files.get(metric, 'predictions'))
+            items = self.metric_items or LVIS_METRIC_ITEMS
+            for k in items:
+                eval_results[f'{metric}_{k}'] = outcome.metrics[k]
+            self.last_per_class_ap[metric] = outcome.per_class_ap
+            if self.classwise:
+                self._log_classwise(metric, outcome, logger)
+            logger.info(f'{metric}: ' + ' '.join(
+                f'{k}={outcome.metrics[k]:.4f}' for k in LVIS_METRIC_ITEMS))
+        if tmp_dir is not None:
+            tmp_dir.cleanup()
+        return eval_results
+
+    def _log_classwise(self, metric: str, outcome: LVISEvalResult,
+                       logger: MMLogger) -> None:
+        cats = self._lvis_api.load_cats(outcome.cat_ids)
+        lines = [f'{metric} per-class AP:']
+        for cat, ap in zip(cats, outcome.per_class_ap):
+            lines.append(f'  {cat["name"]:<30s} ({cat.get("frequency", "?")})'
+                         f' {ap:.4f}')
+        logger.info('\n'.join(lines))

@@ -1,0 +1,1 @@
+from . import layers, losses, roi_heads  # noqa: F401

@@ -1,0 +1,1 @@
+from . import lws_linear, tau_norm_linear  # noqa: F401

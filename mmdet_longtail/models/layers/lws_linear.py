@@ -1,0 +1,1 @@
+"""Learnable weight scaling classifier (work in progress)."""

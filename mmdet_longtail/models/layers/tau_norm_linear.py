@@ -1,0 +1,1 @@
+"""tau-normalised classifier (work in progress)."""

@@ -1,0 +1,2 @@
+from . import (calibrated_ce_loss, efl_loss, eql_loss, eqlv2_loss,  # noqa
+               group_softmax_loss)

@@ -1,0 +1,1 @@
+"""Post-hoc calibrated cross-entropy (NorCal) (work in progress)."""

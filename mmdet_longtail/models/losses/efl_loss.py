@@ -1,0 +1,1 @@
+"""Equalized Focal Loss (work in progress)."""

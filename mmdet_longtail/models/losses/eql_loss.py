@@ -1,0 +1,1 @@
+"""Equalization Loss (work in progress)."""

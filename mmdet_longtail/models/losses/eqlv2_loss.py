@@ -1,0 +1,1 @@
+"""Equalization Loss v2 (work in progress)."""

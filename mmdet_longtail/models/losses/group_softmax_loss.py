@@ -1,0 +1,1 @@
+"""Balanced Group Softmax loss (work in progress)."""

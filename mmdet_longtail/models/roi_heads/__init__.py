@@ -1,0 +1,1 @@
+from . import bbox_heads, tde_roi_head  # noqa: F401

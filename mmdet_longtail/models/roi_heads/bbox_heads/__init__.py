@@ -1,0 +1,1 @@
+from . import bags_bbox_head, tde_bbox_head  # noqa: F401

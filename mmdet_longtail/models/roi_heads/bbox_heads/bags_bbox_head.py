@@ -1,0 +1,1 @@
+"""BAGS bbox head (work in progress)."""

@@ -1,0 +1,1 @@
+"""TDE bbox head (work in progress)."""

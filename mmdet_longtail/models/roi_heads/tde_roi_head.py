@@ -1,0 +1,1 @@
+"""TDE RoI heads (work in progress)."""
