@@ -242,6 +242,8 @@ def _write_split(out_dir: str, split: str, image_classes: List[List[int]],
         path = osp.join(out_dir, split_dirs[i], f'{img_id:012d}.jpg')
         cv2.imwrite(path, img, [cv2.IMWRITE_JPEG_QUALITY, 95])
         for label, poly in placed:
+            # round once, then derive bbox and area from the rounded polygon
+            poly = np.round(poly, 2)
             x0, y0 = poly.min(0)
             x1, y1 = poly.max(0)
             annotations.append(
@@ -250,14 +252,13 @@ def _write_split(out_dir: str, split: str, image_classes: List[List[int]],
                     image_id=img_id,
                     category_id=label + 1,
                     bbox=[
-                        round(float(x0), 2),
-                        round(float(y0), 2),
+                        float(x0),
+                        float(y0),
                         round(float(x1 - x0), 2),
                         round(float(y1 - y0), 2)
                     ],
                     area=round(polygon_area(poly), 2),
-                    segmentation=[[round(float(v), 2)
-                                   for v in poly.reshape(-1)]]))
+                    segmentation=[[float(v) for v in poly.reshape(-1)]]))
     return images, annotations
 
 
