@@ -1,1 +1,198 @@
-"""Post-hoc calibrated cross-entropy (NorCal) (work in progress)."""
+"""NorCal: post-hoc normalised calibration of softmax detection scores.
+
+Pan et al., "On Model Calibration for Long-Tailed Object Detection and
+Instance Segmentation", NeurIPS 2021. https://arxiv.org/abs/2107.02170
+
+A softmax RoI classifier trained with plain cross-entropy over C foreground
+classes plus background (last column) is re-scored at test time. Each
+foreground score is divided by a calibration factor that grows with the
+class's training sample size ``N_c`` (the number of training *images* that
+contain class c); the background score is left uncalibrated; then the
+scores of each proposal are renormalised over all C + 1 columns::
+
+    s_c  = a_c * exp(z_c)   (c < C),     s_bg = exp(z_bg)
+    p_c  = s_c / (sum_{k<C} s_k + s_bg)
+
+    a_c = 1 / N_c ** gamma                          (method='gamma')
+    a_c = (1 - gamma) / (1 - gamma ** N_c)          (method='cb', the
+                                                     class-balanced variant)
+
+``gamma = 0`` gives ``a_c = 1`` in both variants, i.e. the plain softmax.
+Since ``a_c * exp(z_c) = exp(z_c + log a_c)``, the scores are computed as a
+softmax of shifted logits, which is exact and cannot overflow.
+
+The loss trains exactly like mmdet's ``CrossEntropyLoss`` (softmax CE over
+C + 1 columns), so a baseline checkpoint loads unchanged; the calibration
+lives in ``get_activation``, which mmdet's ``BBoxHead`` calls at inference
+when ``custom_cls_channels`` is set. ``gamma`` can therefore be changed at
+test time, e.g. ``--cfg-options model.roi_head.bbox_head.loss_cls.gamma=0.6``
+(cascade heads: ``model.roi_head.bbox_head.2.loss_cls.gamma=0.6``).
+"""
+import math
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mmdet.models.losses import CrossEntropyLoss, accuracy
+from mmdet.registry import MODELS
+from mmdet_longtail.datasets.class_stats import (ClassStatistics,
+                                                 resolve_class_statistics)
+
+NORCAL_METHODS = ('gamma', 'cb')
+
+
+def check_norcal_gamma(gamma: float, method: str) -> float:
+    """Validated ``gamma`` for ``method`` (clear error otherwise)."""
+    if method not in NORCAL_METHODS:
+        raise ValueError(f'NorCal: unknown method {method!r}; choose from '
+                         f'{NORCAL_METHODS}')
+    gamma = float(gamma)
+    if not math.isfinite(gamma) or gamma < 0:
+        raise ValueError(f'NorCal: gamma must be a finite number >= 0, got '
+                         f'{gamma}')
+    if method == 'cb' and gamma >= 1:
+        raise ValueError(f"NorCal method='cb' needs 0 <= gamma < 1 (a_c = "
+                         f'(1 - gamma) / (1 - gamma ** N_c)), got {gamma}')
+    return gamma
+
+
+def norcal_log_factors(image_count: Sequence[int],
+                       gamma: float,
+                       method: str = 'gamma') -> np.ndarray:
+    """``log a_c`` of every foreground class (float64, shape (C,)).
+
+    Args:
+        image_count (Sequence[int]): N_c, training images of each class;
+            every entry must be >= 1 (``1 / 0 ** gamma`` is undefined).
+        gamma (float): calibration strength, >= 0 (< 1 for ``'cb'``).
+        method (str): ``'gamma'``: a_c = N_c^-gamma; ``'cb'``:
+            a_c = (1 - gamma) / (1 - gamma^N_c).
+    """
+    gamma = check_norcal_gamma(gamma, method)
+    counts = np.asarray(image_count, dtype=np.float64)
+    if counts.ndim != 1 or (counts < 1).any():
+        bad = np.flatnonzero(counts < 1)[:10].tolist()
+        raise ValueError(f'NorCal needs a training image count >= 1 for '
+                         f'every class; classes {bad} have none')
+    if gamma == 0:
+        return np.zeros_like(counts)
+    if method == 'gamma':
+        return -gamma * np.log(counts)
+    # log(1 - gamma) - log(1 - gamma^N), with log1p for precision
+    return math.log1p(-gamma) - np.log1p(-np.power(gamma, counts))
+
+
+def norcal_scores(cls_score: Tensor, log_factors: Tensor) -> Tensor:
+    """NorCal probabilities from raw logits (background last).
+
+    Args:
+        cls_score (Tensor): (N, C + 1) logits, background in the last column.
+        log_factors (Tensor): (C,) ``log a_c`` of the foreground classes.
+
+    Returns:
+        Tensor: (N, C + 1) scores, each row sums to 1.
+    """
+    if cls_score.size(-1) != log_factors.numel() + 1:
+        raise ValueError(f'NorCal: cls_score has {cls_score.size(-1)} '
+                         f'columns, expected C + 1 = '
+                         f'{log_factors.numel() + 1}')
+    shifted = torch.cat([
+        cls_score[..., :-1] + log_factors.to(cls_score), cls_score[..., -1:]
+    ], dim=-1)
+    return F.softmax(shifted, dim=-1)
+
+
+@MODELS.register_module()
+class CalibratedCrossEntropyLoss(CrossEntropyLoss):
+    """Softmax cross-entropy for training, NorCal scores at test time.
+
+    Args:
+        num_classes (int): number of foreground classes C (the classifier has
+            C + 1 outputs, background last).
+        ann_file (str, optional): LVIS training annotation file; N_c is its
+            per-class training image count (read through
+            ``mmdet_longtail.datasets.class_stats``). Required when
+            ``gamma > 0``. Defaults to None.
+        gamma (float): calibration strength; 0 leaves the softmax unchanged
+            (NorCal's own default, so it must be set for an effect).
+            Defaults to 0.
+        method (str): ``'gamma'`` (a_c = 1 / N_c^gamma) or ``'cb'``
+            (a_c = (1 - gamma) / (1 - gamma^N_c), class-balanced).
+            Defaults to ``'gamma'``.
+        class_stats (ClassStatistics, optional): explicit statistics instead
+            of ``ann_file`` (tests, custom priors). Defaults to None.
+        **kwargs: arguments of mmdet's ``CrossEntropyLoss`` (``loss_weight``,
+            ``reduction``, ``class_weight``, ...); ``use_sigmoid`` and
+            ``use_mask`` must stay False.
+    """
+
+    def __init__(self,
+                 num_classes: int,
+                 ann_file: Optional[str] = None,
+                 gamma: float = 0.0,
+                 method: str = 'gamma',
+                 class_stats: Optional[ClassStatistics] = None,
+                 **kwargs) -> None:
+        if kwargs.get('use_sigmoid') or kwargs.get('use_mask'):
+            raise ValueError('CalibratedCrossEntropyLoss calibrates a softmax '
+                             'classifier: use_sigmoid and use_mask must be '
+                             'False')
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+        check_norcal_gamma(gamma, method)
+        self.gamma = float(gamma)
+        self.method = method
+        self.image_count: Optional[np.ndarray] = None
+        if ann_file is not None or class_stats is not None:
+            stats = resolve_class_statistics(
+                self.num_classes, ann_file, class_stats,
+                owner='CalibratedCrossEntropyLoss')
+            # fails early (at build time) on classes without training images
+            norcal_log_factors(stats.image_count, 0.0, method)
+            self.image_count = stats.image_count.copy()
+        elif self.gamma > 0:
+            raise ValueError('CalibratedCrossEntropyLoss with gamma > 0 needs '
+                             'ann_file=<LVIS train annotation file> (N_c is '
+                             'the per-class training image count)')
+        # the BBoxHead protocol: C + 1 outputs, scores from get_activation
+        self.custom_cls_channels = True
+        self.custom_activation = True
+        self.custom_accuracy = True
+
+    def get_cls_channels(self, num_classes: int) -> int:
+        """C + 1 outputs, as a plain softmax head."""
+        if num_classes != self.num_classes:
+            raise ValueError(f'CalibratedCrossEntropyLoss: num_classes='
+                             f'{self.num_classes} but the head has '
+                             f'{num_classes} classes')
+        return num_classes + 1
+
+    def log_factors(self) -> Tensor:
+        """``log a_c`` for the current ``gamma`` / ``method`` (float32)."""
+        if self.gamma == 0:
+            return torch.zeros(self.num_classes)
+        if self.image_count is None:
+            raise ValueError('CalibratedCrossEntropyLoss: gamma > 0 needs '
+                             'class statistics (ann_file)')
+        return torch.from_numpy(
+            norcal_log_factors(self.image_count, self.gamma,
+                               self.method)).float()
+
+    def get_activation(self, cls_score: Tensor) -> Tensor:
+        """NorCal scores (N, C + 1), background last."""
+        if self.gamma == 0:
+            # exactly the stock softmax head
+            return F.softmax(cls_score, dim=-1)
+        return norcal_scores(cls_score, self.log_factors())
+
+    def get_accuracy(self, cls_score: Tensor,
+                     labels: Tensor) -> Dict[str, Tensor]:
+        """Training accuracy on the raw logits, as mmdet logs it for CE."""
+        return dict(acc=accuracy(cls_score, labels))
+
+    def extra_repr(self) -> str:
+        return (f'num_classes={self.num_classes}, gamma={self.gamma}, '
+                f'method={self.method!r}, ' + super().extra_repr())

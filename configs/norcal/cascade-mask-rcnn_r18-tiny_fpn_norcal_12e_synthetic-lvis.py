@@ -1,0 +1,19 @@
+# NorCal on the tiny Cascade Mask R-CNN (synthetic LVIS, CPU); the last
+# stage is calibrated: model.roi_head.bbox_head.2.loss_cls.gamma=...
+_base_ = '../lvis/cascade-mask-rcnn_r18-tiny_fpn_12e_synthetic-lvis.py'
+
+norcal_gamma = 0.6
+model = dict(
+    roi_head=dict(bbox_head=[
+        *_base_.model.roi_head.bbox_head[:-1],
+        dict(
+            _base_.model.roi_head.bbox_head[-1],
+            loss_cls=dict(
+                _base_.model.roi_head.bbox_head[-1].loss_cls,
+                type='CalibratedCrossEntropyLoss',
+                num_classes=_base_.num_synthetic_classes,
+                ann_file=_base_.train_dataloader.dataset.data_root +
+                _base_.train_dataloader.dataset.ann_file,
+                gamma=norcal_gamma,
+                method='gamma'))
+    ]))

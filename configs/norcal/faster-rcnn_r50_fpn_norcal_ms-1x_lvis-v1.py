@@ -1,0 +1,18 @@
+# NorCal: the Faster R-CNN baseline re-scored at test time (no training
+# change; a baseline checkpoint loads as is). Tune gamma on val with
+# tools/analysis_tools/sweep_scoring.py or --cfg-options
+# model.roi_head.bbox_head.loss_cls.gamma=...
+_base_ = '../lvis/faster-rcnn_r50_fpn_ms-1x_lvis-v1.py'
+
+norcal_gamma = 0.6
+model = dict(
+    roi_head=dict(
+        bbox_head=dict(
+            loss_cls=dict(
+                type='CalibratedCrossEntropyLoss',
+                num_classes=1203,
+                # N_c = training image count of each class
+                ann_file=_base_.train_dataloader.dataset.data_root +
+                _base_.train_dataloader.dataset.ann_file,
+                gamma=norcal_gamma,
+                method='gamma'))))
