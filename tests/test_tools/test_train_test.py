@@ -85,3 +85,11 @@ def test_resume_continues_exactly(run_tool, tmp_path):
     for key, value in a['state_dict'].items():
         torch.testing.assert_close(b['state_dict'][key], value,
                                    msg=f'{key} differs after resume')
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CPU-only behaviour')
+def test_amp_without_gpu_is_refused_clearly(run_tool, tmp_path):
+    proc = run_tool.train(TINY['faster'], str(tmp_path / 'amp'), '--amp',
+                          check=False)
+    assert proc.returncode != 0
+    assert '--amp needs a GPU' in proc.stdout
