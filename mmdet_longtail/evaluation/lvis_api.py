@@ -8,12 +8,18 @@ numpy proxy that adds back the removed alias, with the same meaning. numpy
 itself is left untouched, and the official code computes every number, so
 the results are the official evaluator's.
 
-:func:`evaluate_lvis` is the one entry point used by the metric, the offline
-evaluation tool and the analysis tools.
+:func:`evaluate_lvis` is the ``'lvis'`` backend of the metric, the offline
+evaluation tool and the analysis tools; ``fast_lvis_eval.py`` holds the
+``'fast'`` backend with the same signature and result type. The helpers
+shared by both backends (result checks, per-class AP, the numbers of an
+empty result list) live here.
 """
+import json
+import logging
 import types
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -23,6 +29,13 @@ _REMOVED_NUMPY_ALIASES = dict(float=float, int=int, bool=bool, object=object)
 
 LVIS_METRIC_ITEMS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'APr', 'APc',
                      'APf')
+# lvis-api's recall keys (max_dets is part of the name)
+LVIS_RECALL_ITEMS = ('AR@{}', 'ARs@{}', 'ARm@{}', 'ARl@{}')
+IOU_TYPES = ('bbox', 'segm')
+# lvis-api's area ranges (all, small, medium, large) and frequency letters
+AREA_RANGES = ((0.0, 1e5**2), (0.0, 32.0**2), (32.0**2, 96.0**2),
+               (96.0**2, 1e5**2))
+FREQUENCY_LETTERS = ('r', 'c', 'f')
 
 
 class _NumpyWithRemovedAliases(types.ModuleType):
@@ -31,7 +44,8 @@ class _NumpyWithRemovedAliases(types.ModuleType):
     def __init__(self) -> None:
         super().__init__('numpy')
         for name, value in _REMOVED_NUMPY_ALIASES.items():
-            if not hasattr(np, name):
+            # vars(): hasattr(np, 'object') warns on numpy 2
+            if name not in vars(np):
                 setattr(self, name, value)
 
     def __getattr__(self, name: str):
@@ -56,38 +70,121 @@ def import_lvis():
     return LVIS, LVISEval, LVISResults
 
 
+@contextmanager
+def quiet_lvis_logging():
+    """Hide lvis-api's per-call warnings ("Assuming user provided the
+    results in correct format")."""
+    logger = logging.getLogger('lvis.results')
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 @dataclass
 class LVISEvalResult:
-    """Numbers of one LVIS evaluation (full precision)."""
+    """Numbers of one LVIS evaluation (full precision).
+
+    Attributes:
+        iou_type (str): ``'bbox'`` or ``'segm'``.
+        metrics (dict): ``AP``, ``AP50``, ``AP75``, ``APs/m/l``,
+            ``APr/c/f`` and the recalls ``AR@300``, ``ARs@300``, ... -1 where
+            lvis-api gives -1 (no ground truth in that group or range).
+        per_class_ap (np.ndarray): AP of each category, NaN where it is
+            undefined (no ground truth in the evaluated images), ordered as
+            ``cat_ids``.
+        cat_ids (list[int]): ascending category ids.
+    """
     iou_type: str
     metrics: Dict[str, float]
-    # AP of each category (NaN where it is undefined), ordered by cat_ids
     per_class_ap: np.ndarray = field(default_factory=lambda: np.zeros(0))
     cat_ids: List[int] = field(default_factory=list)
 
 
-def validate_results(lvis_gt, results: Sequence[dict], source: str) -> None:
-    """Raise a clear error for detections of unknown images or categories."""
-    img_ids = set(lvis_gt.get_img_ids())
-    cat_ids = set(lvis_gt.get_cat_ids())
+def load_results(results: Union[str, List[dict]],
+                 source: str) -> Tuple[List[dict], str]:
+    """Detections as a list, and the name used in error messages."""
+    if isinstance(results, str):
+        source = results
+        try:
+            with open(results) as f:
+                results = json.load(f)
+        except FileNotFoundError as e:
+            raise FileNotFoundError(f'results file not found: {source}') \
+                from e
+        except json.JSONDecodeError as e:
+            raise ValueError(f'{source} is not valid JSON: {e}') from e
+    if not isinstance(results, list):
+        raise ValueError(f'{source}: LVIS results must be a list of '
+                         f'detections, got {type(results).__name__}')
+    return results, source
+
+
+def results_arrays(results: Sequence[dict], source: str
+                   ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``image_id``, ``category_id`` and ``score`` of every detection."""
+    try:
+        img = np.fromiter((r['image_id'] for r in results), np.int64,
+                          len(results))
+        cat = np.fromiter((r['category_id'] for r in results), np.int64,
+                          len(results))
+        score = np.fromiter((r['score'] for r in results), np.float64,
+                            len(results))
+    except (KeyError, TypeError) as e:
+        for i, det in enumerate(results):
+            missing = [
+                k for k in ('image_id', 'category_id', 'score')
+                if not isinstance(det, dict) or k not in det
+            ]
+            if missing:
+                raise ValueError(f'{source}: result #{i} has no '
+                                 f'{missing[0]!r} field') from e
+        raise ValueError(f'{source}: malformed results ({e})') from e
+    return img, cat, score
+
+
+def validate_results(gt_img_ids: Sequence[int], gt_cat_ids: Sequence[int],
+                     results: Sequence[dict], iou_type: str,
+                     source: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Raise a clear error for detections of unknown images or categories,
+    or without the field that ``iou_type`` evaluates.
+
+    Returns:
+        the ``image_id``, ``category_id`` and ``score`` arrays.
+    """
+    if iou_type not in IOU_TYPES:
+        raise ValueError(f'LVIS evaluation supports iou_type {IOU_TYPES}, '
+                         f'got {iou_type!r}')
+    img, cat, score = results_arrays(results, source)
+    for values, known, what in ((img, gt_img_ids, 'image_id'),
+                                (cat, gt_cat_ids, 'category_id')):
+        unknown = ~np.isin(values, np.asarray(list(known), dtype=np.int64))
+        if unknown.any():
+            i = int(np.flatnonzero(unknown)[0])
+            kind = 'an image' if what == 'image_id' else 'a category'
+            raise ValueError(
+                f'{source}: result #{i} has {what}={int(values[i])}, which '
+                f'is not {kind} of the annotation file '
+                f'({int(unknown.sum())} such results)')
+    field_name = 'bbox' if iou_type == 'bbox' else 'segmentation'
     for i, det in enumerate(results):
-        if det.get('image_id') not in img_ids:
-            raise ValueError(
-                f'{source}: result #{i} has image_id={det.get("image_id")!r}, '
-                f'which is not an image of the annotation file')
-        if det.get('category_id') not in cat_ids:
-            raise ValueError(
-                f'{source}: result #{i} has category_id='
-                f'{det.get("category_id")!r}, which is not a category of the '
-                f'annotation file')
+        if field_name not in det:
+            raise ValueError(f'{source}: result #{i} has no {field_name!r} '
+                             f'field, needed for {iou_type} evaluation')
+    return img, cat, score
 
 
 def per_class_ap(precision: np.ndarray) -> np.ndarray:
-    """AP per category from lvis-api's precision array.
+    """AP per category from a precision array.
 
     ``precision`` is (iou thresholds, recall thresholds, categories, area
-    ranges); entries of -1 mean "no ground truth". Area range 0 is 'all'.
+    ranges[, max dets]); entries of -1 mean "no ground truth". Area range 0
+    is 'all'; the last max-dets setting is used.
     """
+    if precision.ndim == 5:
+        precision = precision[..., -1]
     ap = np.full(precision.shape[2], np.nan)
     for k in range(precision.shape[2]):
         p = precision[:, :, k, 0]
@@ -95,6 +192,47 @@ def per_class_ap(precision: np.ndarray) -> np.ndarray:
         if p.size:
             ap[k] = float(np.mean(p))
     return ap
+
+
+def metrics_without_detections(
+        gt_dataset: dict, img_ids: Optional[Sequence[int]],
+        max_dets: int) -> Tuple[Dict[str, float], np.ndarray, List[int]]:
+    """What lvis-api's definitions give for an empty result list.
+
+    lvis-api itself cannot build ``LVISResults`` from nothing. By its
+    definitions, every category with ground truth in an area range has
+    precision and recall 0 there; a group or range without ground truth is
+    -1.
+    """
+    cats = sorted(gt_dataset['categories'], key=lambda c: c['id'])
+    cat_ids = [c['id'] for c in cats]
+    index = {c: k for k, c in enumerate(cat_ids)}
+    wanted = None if img_ids is None else set(int(i) for i in img_ids)
+    # has_gt[k, a]: category k has ground truth in area range a
+    has_gt = np.zeros((len(cat_ids), len(AREA_RANGES)), dtype=bool)
+    for ann in gt_dataset['annotations']:
+        if wanted is not None and ann['image_id'] not in wanted:
+            continue
+        for a, (lo, hi) in enumerate(AREA_RANGES):
+            if lo <= ann['area'] <= hi:
+                has_gt[index[ann['category_id']], a] = True
+
+    def zero_or_minus_one(mask: np.ndarray) -> float:
+        return 0.0 if mask.any() else -1.0
+
+    letters = np.array([c['frequency'] for c in cats])
+    metrics = {}
+    for key in ('AP', 'AP50', 'AP75'):
+        metrics[key] = zero_or_minus_one(has_gt[:, 0])
+    for key, a in (('APs', 1), ('APm', 2), ('APl', 3)):
+        metrics[key] = zero_or_minus_one(has_gt[:, a])
+    for letter in FREQUENCY_LETTERS:
+        metrics[f'AP{letter}'] = zero_or_minus_one(has_gt[letters == letter,
+                                                          0])
+    for key, a in zip(LVIS_RECALL_ITEMS, range(4)):
+        metrics[key.format(max_dets)] = zero_or_minus_one(has_gt[:, a])
+    per_class = np.where(has_gt[:, 0], 0.0, np.nan)
+    return metrics, per_class, cat_ids
 
 
 def evaluate_lvis(lvis_gt,
@@ -108,6 +246,7 @@ def evaluate_lvis(lvis_gt,
     Args:
         lvis_gt: an ``lvis.LVIS`` instance or the path of an annotation file.
         results: detections in LVIS/COCO result format (list or json path).
+            The list is not modified.
         iou_type: ``'bbox'`` or ``'segm'``.
         img_ids: evaluate only these images (default: all images of the
             annotation file). lvis-api reads ``params.img_ids``; mmdet's
@@ -119,27 +258,25 @@ def evaluate_lvis(lvis_gt,
     LVIS, LVISEval, LVISResults = import_lvis()
     if isinstance(lvis_gt, str):
         lvis_gt = LVIS(lvis_gt)
-    if isinstance(results, str):
-        import json
-        with open(results) as f:
-            source, results = results, json.load(f)
-    validate_results(lvis_gt, results, source)
-    cat_ids = sorted(lvis_gt.get_cat_ids())
+    results, source = load_results(results, source)
+    validate_results(lvis_gt.get_img_ids(), lvis_gt.get_cat_ids(), results,
+                     iou_type, source)
+    if img_ids is not None:
+        img_ids = sorted(set(int(i) for i in img_ids))
     if len(results) == 0:
-        # lvis-api cannot build LVISResults from nothing; AP of nothing is 0
-        metrics = {k: 0.0 for k in LVIS_METRIC_ITEMS}
-        return LVISEvalResult(iou_type, metrics,
-                              np.full(len(cat_ids), np.nan), cat_ids)
-    lvis_dt = LVISResults(lvis_gt, results, max_dets=max_dets)
+        metrics, per_class, cat_ids = metrics_without_detections(
+            lvis_gt.dataset, img_ids, max_dets)
+        return LVISEvalResult(iou_type, metrics, per_class, cat_ids)
+    # LVISResults writes 'area', 'id' (and a box polygon) into each dict
+    with quiet_lvis_logging():
+        lvis_dt = LVISResults(
+            lvis_gt, [dict(r) for r in results], max_dets=max_dets)
     lvis_eval = LVISEval(lvis_gt, lvis_dt, iou_type)
     if img_ids is not None:
-        lvis_eval.params.img_ids = sorted(set(int(i) for i in img_ids))
+        lvis_eval.params.img_ids = img_ids
     lvis_eval.params.max_dets = max_dets
     lvis_eval.run()
-    metrics = {
-        k: float(v)
-        for k, v in lvis_eval.get_results().items()
-    }
+    metrics = {k: float(v) for k, v in lvis_eval.get_results().items()}
     return LVISEvalResult(iou_type, metrics,
                           per_class_ap(lvis_eval.eval['precision']),
                           list(lvis_eval.params.cat_ids))
