@@ -157,6 +157,8 @@ class CalibratedCrossEntropyLoss(CrossEntropyLoss):
             raise ValueError('CalibratedCrossEntropyLoss with gamma > 0 needs '
                              'ann_file=<LVIS train annotation file> (N_c is '
                              'the per-class training image count)')
+        self._log_factors_key: Optional[tuple] = None
+        self._log_factors: Optional[Tensor] = None
         # the BBoxHead protocol: C + 1 outputs, scores from get_activation
         self.custom_cls_channels = True
         self.custom_activation = True
@@ -171,15 +173,22 @@ class CalibratedCrossEntropyLoss(CrossEntropyLoss):
         return num_classes + 1
 
     def log_factors(self) -> Tensor:
-        """``log a_c`` for the current ``gamma`` / ``method`` (float32)."""
-        if self.gamma == 0:
-            return torch.zeros(self.num_classes)
-        if self.image_count is None:
-            raise ValueError('CalibratedCrossEntropyLoss: gamma > 0 needs '
-                             'class statistics (ann_file)')
-        return torch.from_numpy(
-            norcal_log_factors(self.image_count, self.gamma,
-                               self.method)).float()
+        """``log a_c`` for the current ``gamma`` / ``method`` (float32).
+
+        Cached per (gamma, method): both may be changed between calls (test
+        time option, score sweeps).
+        """
+        key = (self.gamma, self.method)
+        if self._log_factors_key != key:
+            if self.gamma != 0 and self.image_count is None:
+                raise ValueError('CalibratedCrossEntropyLoss: gamma > 0 '
+                                 'needs class statistics (ann_file)')
+            counts = self.image_count if self.image_count is not None \
+                else np.ones(self.num_classes)
+            self._log_factors = torch.from_numpy(
+                norcal_log_factors(counts, self.gamma, self.method)).float()
+            self._log_factors_key = key
+        return self._log_factors
 
     def get_activation(self, cls_score: Tensor) -> Tensor:
         """NorCal scores (N, C + 1), background last."""
