@@ -18,7 +18,9 @@ Both steps keep the detections' original order, so ties in score are
 broken as in lvis-api. The ground truth is indexed once per annotation
 object and reused by later evaluations (bbox then segm, every epoch).
 """
+import gc
 import weakref
+from contextlib import contextmanager
 from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
@@ -47,6 +49,24 @@ FASTER_TO_LVIS_KEYS = {
 
 def _quiet(*args, **kwargs) -> None:
     """faster-coco-eval's progress messages are not wanted in our logs."""
+
+
+@contextmanager
+def gc_paused():
+    """Pause Python's cyclic garbage collector.
+
+    The evaluation allocates millions of small containers (one per image x
+    category pair), which triggers full collections over the whole heap
+    again and again; pausing them saves about a third of the time. Nothing
+    here creates reference cycles that need collecting meanwhile.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def import_faster_coco_eval():
@@ -218,13 +238,14 @@ def evaluate_lvis_fast(lvis_gt,
             gt.dataset, img_ids, max_dets)
         return LVISEvalResult(iou_type, metrics, per_class, cat_ids)
 
-    dets = _detections_api(gt, [results[i] for i in keep], iou_type)
-    evaluator = COCOeval_faster(
-        gt.coco, dets, iou_type, lvis_style=True, print_function=_quiet)
-    evaluator.params.maxDets = [max_dets]
-    if img_ids is not None:
-        evaluator.params.imgIds = img_ids
-    evaluator.run()
+    with gc_paused():
+        dets = _detections_api(gt, [results[i] for i in keep], iou_type)
+        evaluator = COCOeval_faster(
+            gt.coco, dets, iou_type, lvis_style=True, print_function=_quiet)
+        evaluator.params.maxDets = [max_dets]
+        if img_ids is not None:
+            evaluator.params.imgIds = img_ids
+        evaluator.run()
     stats = evaluator.stats_as_dict
     metrics = {
         lvis_key.format(max_dets): float(stats[key])
