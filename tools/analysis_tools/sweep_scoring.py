@@ -221,12 +221,18 @@ def make_fingerprint(cfg, checkpoint: str) -> Dict[str, dict]:
     ann_file = resolve_ann_file(dataset)
     ann_sha = file_sha256(ann_file) if ann_file and osp.isfile(ann_file) \
         else None
-    dataset_id = dict(cfg=dataset, ann_file=ann_file, ann_sha256=ann_sha)
+    # the trees name the config keys in the error messages
+    model_tree = {'model': model}
+    dataset_tree = {
+        'test_dataloader.dataset': dataset,
+        'annotation file': ann_file,
+        'annotation file sha256': ann_sha
+    }
     return {
-        'model config': dict(sha256=json_sha256(model), cfg=model),
+        'model config': dict(sha256=json_sha256(model_tree), tree=model_tree),
         'checkpoint': dict(sha256=file_sha256(checkpoint),
                            path=osp.abspath(checkpoint)),
-        'dataset': dict(sha256=json_sha256(dataset_id), **dataset_id),
+        'dataset': dict(sha256=json_sha256(dataset_tree), tree=dataset_tree),
     }
 
 
@@ -234,7 +240,7 @@ def tree_differences(old: Any, new: Any, path: str = '') -> List[str]:
     """Dotted paths where two JSON trees differ, with both values."""
     if isinstance(old, dict) and isinstance(new, dict):
         diffs = []
-        for key in sorted(set(old) | set(new)):
+        for key in list(old) + [k for k in new if k not in old]:
             sub = f'{path}.{key}' if path else key
             if key not in old:
                 diffs.append(f'{sub} (only now: {new[key]!r})')
@@ -268,9 +274,7 @@ def check_fingerprint(cached: Dict[str, dict], current: Dict[str, dict],
                 f'{str(old.get("sha256"))[:12]}), now {now["path"]} '
                 f'(sha256 {now["sha256"][:12]})')
             continue
-        details = tree_differences(
-            {k: v for k, v in old.items() if k != 'sha256'},
-            {k: v for k, v in now.items() if k != 'sha256'})
+        details = tree_differences(old.get('tree'), now['tree'])
         if not details:
             details = ['(contents differ)']
         problems.append(f'{part}: differs at ' + '; '.join(details[:5]) +

@@ -1,0 +1,176 @@
+"""tools/analysis_tools/sweep_scoring.py on the small synthetic set: one
+setting re-scored from the cache gives exactly what tools/test.py gives with
+that setting, and a cache built for another config / dataset / checkpoint is
+refused with an error naming the difference."""
+import glob
+import importlib.util
+import json
+import os.path as osp
+import pickle
+import shutil
+
+import pytest
+import torch
+
+from conftest import REPO_ROOT, last_checkpoint
+
+CONFIG = 'configs/norcal/faster-rcnn_r18-tiny_fpn_norcal_12e_synthetic-lvis.py'
+TOOL = 'analysis_tools/sweep_scoring.py'
+# 2 epochs with a short warm-up: a detector with AP > 0 in ~25 s
+TRAIN_OPTIONS = [
+    'train_cfg.max_epochs=2', 'train_cfg.val_interval=10',
+    'param_scheduler.0.end=4'
+]
+# a NorCal gamma and a tau-norm setting, each checked against tools/test.py
+GAMMA, TAU = 0.5, 1.0
+TEST_PY_OPTIONS = {
+    'gamma': [f'model.roi_head.bbox_head.loss_cls.gamma={GAMMA}'],
+    'tau': [
+        'model.roi_head.bbox_head.cls_predictor_cfg.type=TauNormLinear',
+        f'model.roi_head.bbox_head.cls_predictor_cfg.tau={TAU}'
+    ],
+}
+
+
+def load_sweep_module():
+    path = osp.join(REPO_ROOT, 'tools', TOOL)
+    spec = importlib.util.spec_from_file_location('sweep_scoring', path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def sweep(run_tool, tmp_path_factory):
+    """A trained tiny detector and one sweep run (cache built now)."""
+    root = tmp_path_factory.mktemp('sweep')
+    work = str(root / 'train')
+    run_tool.train(CONFIG, work, cfg_options=TRAIN_OPTIONS)
+    ckpt = last_checkpoint(work)
+    cache = str(root / 'cache')
+    proc = run_tool(TOOL, CONFIG, ckpt, '--cache-dir', cache, '--gamma',
+                    '0', str(GAMMA), '--tau', str(TAU),
+                    '--dump-predictions', '--cfg-options',
+                    'test_dataloader.batch_size=4')
+    with open(osp.join(cache, 'sweep_results.json')) as f:
+        results = json.load(f)
+    return dict(root=root, ckpt=ckpt, cache=cache, stdout=proc.stdout,
+                results=results)
+
+
+def setting_index(results: dict, **wanted) -> int:
+    for k, entry in enumerate(results['settings']):
+        if all(entry['setting'][p] == v for p, v in wanted.items()):
+            return k
+    raise AssertionError(f'no setting {wanted} in {results["settings"]}')
+
+
+@pytest.mark.parametrize('which', ['gamma', 'tau'])
+def test_one_setting_equals_test_py(sweep, run_tool, which):
+    base = sweep['results']['settings'][0]['setting']
+    wanted = dict(gamma=GAMMA, tau=base['tau']) if which == 'gamma' else \
+        dict(gamma=base['gamma'], tau=TAU)
+    k = setting_index(sweep['results'], **wanted)
+
+    work = str(sweep['root'] / f'test_{which}')
+    out = osp.join(work, 'preds.pkl')
+    run_tool.test(CONFIG, sweep['ckpt'], work, '--out', out,
+                  cfg_options=TEST_PY_OPTIONS[which])
+    (metrics_file, ) = glob.glob(osp.join(work, '*', '*.json'))
+    with open(metrics_file) as f:
+        test_metrics = json.load(f)
+    sweep_metrics = sweep['results']['settings'][k]['metrics']
+    for key in ('AP', 'AP50', 'APr', 'APc', 'APf'):
+        assert sweep_metrics[key] == test_metrics[f'lvis/bbox_{key}'], key
+    assert sweep_metrics['AP'] > 0  # a detector, not an all-zero table
+
+    # and image by image, the very same detections
+    with open(out, 'rb') as f:
+        expected = {d['img_id']: d['pred_instances'] for d in pickle.load(f)}
+    with open(osp.join(sweep['cache'], f'predictions_{k:03d}.pkl'),
+              'rb') as f:
+        got = {d['img_id']: d['pred_instances'] for d in pickle.load(f)}
+    assert expected.keys() == got.keys() and len(got) == 16
+    for img_id, pred in expected.items():
+        for key in ('bboxes', 'scores', 'labels'):
+            assert torch.equal(pred[key], got[img_id][key]), (img_id, key)
+
+
+def test_sweep_reports_table_plot_and_cost_ratio(sweep):
+    stdout = sweep['stdout']
+    assert '| setting | AP | APr | APc | APf |' in stdout
+    assert f'gamma={GAMMA:g}' in stdout and f'tau={TAU:g}' in stdout
+    assert 'of a full test pass (ratio' in stdout
+    assert osp.isfile(osp.join(sweep['cache'], 'sweep_scoring.png'))
+    results = sweep['results']
+    # config setting first, then gamma 0 and 0.5, then tau 1
+    assert len(results['settings']) == 4
+    assert results['full_pass_seconds']['total'] > 0
+    # the config's own setting re-scored == the network pass evaluation
+    base_metrics = results['settings'][0]['metrics']
+    for key, value in results['config_metrics'].items():
+        assert base_metrics[key.split('bbox_')[-1]] == value
+
+
+def test_cached_run_is_reused_and_foreign_caches_refused(
+        sweep, synthetic_root, monkeypatch, capsys, tmp_path):
+    sweep_scoring = load_sweep_module()
+    monkeypatch.setenv('MMLT_SYNTHETIC_ROOT', synthetic_root)
+    config = osp.join(REPO_ROOT, CONFIG)
+    args = [config, sweep['ckpt'], '--cache-dir', sweep['cache']]
+
+    # post-processing changes keep the cache valid: no network pass
+    results = sweep_scoring.main(args + [
+        '--score-thr', '0.05', '--out-dir',
+        str(tmp_path), '--cfg-options', 'model.test_cfg.rcnn.max_per_img=50'
+    ])
+    out = capsys.readouterr().out
+    assert 'using the scoring cache' in out
+    assert 'running the detector' not in out
+    assert [r.setting.score_thr for r in results] == [1e-4, 0.05]
+
+    with pytest.raises(sweep_scoring.CacheMismatchError) as err:
+        sweep_scoring.main(
+            args + ['--cfg-options', 'model.test_cfg.rpn.max_per_img=50'])
+    assert ('model config: differs at model.test_cfg.rpn.max_per_img: '
+            'cached 100, now 50') in str(err.value)
+    assert '--rebuild-cache' in str(err.value)
+
+    with pytest.raises(sweep_scoring.CacheMismatchError) as err:
+        sweep_scoring.main(args + [
+            '--cfg-options',
+            'test_dataloader.dataset.ann_file=annotations/lvis_v1_train.json'
+        ])
+    message = str(err.value)
+    assert ('dataset: differs at test_dataloader.dataset.ann_file: cached '
+            "'annotations/lvis_v1_val.json', now "
+            "'annotations/lvis_v1_train.json'") in message
+
+    other = str(tmp_path / 'other.pth')
+    shutil.copy(sweep['ckpt'], other)
+    ckpt = torch.load(other, weights_only=False)
+    ckpt['state_dict']['roi_head.bbox_head.fc_cls.bias'] += 1
+    torch.save(ckpt, other)
+    with pytest.raises(sweep_scoring.CacheMismatchError,
+                       match=r'checkpoint: cached .*now .*other\.pth'):
+        sweep_scoring.main([config, other, '--cache-dir', sweep['cache']])
+
+
+def test_settings_one_at_a_time_or_grid():
+    sweep_scoring = load_sweep_module()
+    base = sweep_scoring.Setting(
+        gamma=0.6, method='gamma', tau=0.0, alpha=None, score_thr=1e-4)
+    one = sweep_scoring.sweep_settings(
+        base, dict(gamma=[0.0, 0.6, 1.0], tau=[1.0]), norcal_method='cb')
+    assert [(s.gamma, s.method, s.tau) for s in one] == [
+        (0.6, 'gamma', 0.0), (0.0, 'cb', 0.0), (0.6, 'cb', 0.0),
+        (1.0, 'cb', 0.0), (0.6, 'gamma', 1.0)
+    ]
+    grid = sweep_scoring.sweep_settings(
+        base, dict(gamma=[0.0, 1.0], score_thr=[1e-3, 1e-2]), grid=True)
+    assert [(s.gamma, s.score_thr) for s in grid[1:]] == [(0.0, 1e-3),
+                                                          (0.0, 1e-2),
+                                                          (1.0, 1e-3),
+                                                          (1.0, 1e-2)]
+    with pytest.raises(ValueError, match='unknown sweep parameters'):
+        sweep_scoring.sweep_settings(base, dict(beta=[1.0]))
