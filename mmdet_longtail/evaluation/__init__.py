@@ -1,7 +1,9 @@
-from .lvis_api import evaluate_lvis, import_lvis, patch_lvis_numpy
-from .metrics import LongTailLVISMetric
-from . import fast_lvis_eval  # noqa: F401
+from .fast_lvis_eval import evaluate_lvis_fast
+from .lvis_api import (LVISEvalResult, evaluate_lvis, import_lvis,
+                       patch_lvis_numpy)
+from .metrics import LVIS_EVAL_BACKENDS, LongTailLVISMetric
 
 __all__ = [
-    'evaluate_lvis', 'import_lvis', 'patch_lvis_numpy', 'LongTailLVISMetric'
+    'evaluate_lvis', 'evaluate_lvis_fast', 'import_lvis', 'patch_lvis_numpy',
+    'LVISEvalResult', 'LongTailLVISMetric', 'LVIS_EVAL_BACKENDS'
 ]

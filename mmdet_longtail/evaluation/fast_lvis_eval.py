@@ -15,8 +15,15 @@ lvis-api numbers only after two steps that mirror lvis-api's
    and saves its work on them.
 
 Both steps keep the detections' original order, so ties in score are
-broken as in lvis-api. The ground truth is indexed once per annotation
-object and reused by later evaluations (bbox then segm, every epoch).
+broken as in lvis-api. faster-coco-eval then evaluates and accumulates a
+chunk of categories at a time, each on the images where they are positive
+or negative (the only images where lvis-api evaluates them), and the
+summary numbers are lvis-api's definitions over the merged precision /
+recall arrays. The ground truth is indexed once per annotation object and
+reused by later evaluations (bbox then segm, every epoch).
+
+``benchmarks/bench_lvis_eval.py`` measures it against lvis-api;
+``tests/test_evaluation/test_fast_lvis_eval.py`` checks the numbers.
 """
 import gc
 import weakref
@@ -25,26 +32,13 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from .lvis_api import (LVIS_RECALL_ITEMS, LVISEvalResult,
+from .lvis_api import (FREQUENCY_LETTERS, LVIS_RECALL_ITEMS, LVISEvalResult,
                        load_results, metrics_without_detections, per_class_ap,
                        validate_results)
 
-# faster-coco-eval's stats_as_dict key -> lvis-api key ({} = max_dets)
-FASTER_TO_LVIS_KEYS = {
-    'AP_all': 'AP',
-    'AP_50': 'AP50',
-    'AP_75': 'AP75',
-    'AP_small': 'APs',
-    'AP_medium': 'APm',
-    'AP_large': 'APl',
-    'APr': 'APr',
-    'APc': 'APc',
-    'APf': 'APf',
-    'AR_all': LVIS_RECALL_ITEMS[0],
-    'AR_small': LVIS_RECALL_ITEMS[1],
-    'AR_medium': LVIS_RECALL_ITEMS[2],
-    'AR_large': LVIS_RECALL_ITEMS[3],
-}
+# categories evaluated together (see _evaluate_by_category_chunks); 16 was
+# the fastest of 8..2000 on the LVIS-shaped benchmark workload
+CATEGORY_CHUNK = 16
 
 
 def _quiet(*args, **kwargs) -> None:
@@ -135,6 +129,14 @@ class _IndexedGroundTruth:
         self.dataset = gt_dataset
         self.code_base = federated_code_base(gt_dataset)
         self.known_pairs = federated_pairs(gt_dataset)
+        self.pair_img = self.known_pairs // self.code_base
+        self.pair_cat = self.known_pairs % self.code_base
+        self.frequencies = np.array(
+            [c['frequency'] for c in self.coco.loadCats(self.cat_ids)])
+        self.gt_img = np.array([a['image_id'] for a in annotations],
+                               dtype=np.int64)
+        self.gt_cat = np.array([a['category_id'] for a in annotations],
+                               dtype=np.int64)
 
     def keep_mask(self, img: np.ndarray, cat: np.ndarray) -> np.ndarray:
         """True where lvis-api keeps the detection (see
@@ -204,6 +206,90 @@ def _detections_api(gt: _IndexedGroundTruth, dets: List[dict],
     return res
 
 
+def _evaluate_by_category_chunks(gt: _IndexedGroundTruth, dets, iou_type: str,
+                                 img_ids: np.ndarray, cats: np.ndarray,
+                                 max_dets: int):
+    """faster-coco-eval's LVIS evaluate + accumulate, a chunk of categories
+    at a time, each on the images where its categories are evaluated.
+
+    faster-coco-eval loops over every image x category pair, but a category
+    is only evaluated on the images where it is positive or negative (its
+    other detections are dropped and it has no ground truth elsewhere): a
+    few dozen of LVIS's 20k val images. Evaluating ``CATEGORY_CHUNK``
+    categories on the union of their images gives the same per-category
+    precision and recall with a fraction of the pairs.
+
+    Args:
+        img_ids: the evaluated images.
+        cats: the categories with ground truth in those images; the others
+            are undefined (-1) in lvis-api.
+
+    Returns:
+        precision (T, R, K, A), recall (T, K, A) over all K categories, -1
+        where undefined, as lvis-api's ``eval['precision' / 'recall']``, and
+        the IoU thresholds (T,).
+    """
+    _, COCOeval_faster = import_faster_coco_eval()
+    evaluated = np.isin(gt.pair_img, img_ids)
+    pair_img, pair_cat = gt.pair_img[evaluated], gt.pair_cat[evaluated]
+    column = {c: k for k, c in enumerate(gt.cat_ids)}
+    num_cats = len(gt.cat_ids)
+    precision = recall = iou_thrs = None
+    for chunk in np.array_split(cats, -(-cats.size // CATEGORY_CHUNK)):
+        evaluator = COCOeval_faster(
+            gt.coco, dets, iou_type, lvis_style=True, print_function=_quiet)
+        params = evaluator.params
+        params.catIds = chunk.tolist()
+        params.imgIds = np.unique(pair_img[np.isin(pair_cat,
+                                                   chunk)]).tolist()
+        params.maxDets = [max_dets]
+        evaluator.evaluate()
+        evaluator.accumulate()
+        if precision is None:
+            iou_thrs = np.asarray(params.iouThrs)
+            precision = -np.ones((len(iou_thrs), len(params.recThrs),
+                                  num_cats, len(params.areaRng)))
+            recall = -np.ones((len(iou_thrs), num_cats, len(params.areaRng)))
+        columns = [column[c] for c in chunk.tolist()]
+        precision[:, :, columns] = evaluator.eval['precision'][..., -1]
+        recall[:, columns] = evaluator.eval['recall'][..., -1]
+    return precision, recall, iou_thrs
+
+
+def summarize_lvis(precision: np.ndarray, recall: np.ndarray,
+                   iou_thrs: np.ndarray, frequencies: np.ndarray,
+                   max_dets: int) -> Dict[str, float]:
+    """lvis-api's summary numbers from precision / recall arrays.
+
+    Each number is the mean of the defined (> -1) entries of a slice:
+    all IoU thresholds (or 0.5 / 0.75), all recall thresholds, the
+    categories (all, or one frequency group), one area range (all / small /
+    medium / large); -1 when nothing is defined.
+    """
+
+    def mean_defined(values: np.ndarray) -> float:
+        values = values[values > -1]
+        return float(np.mean(values)) if values.size else -1.0
+
+    # exact comparison, as lvis-api (0.5 and 0.75 are exact in linspace)
+    t50 = iou_thrs == 0.5
+    t75 = iou_thrs == 0.75
+    metrics = {
+        'AP': mean_defined(precision[..., 0]),
+        'AP50': mean_defined(precision[t50][..., 0]),
+        'AP75': mean_defined(precision[t75][..., 0]),
+        'APs': mean_defined(precision[..., 1]),
+        'APm': mean_defined(precision[..., 2]),
+        'APl': mean_defined(precision[..., 3]),
+    }
+    for letter in FREQUENCY_LETTERS:
+        metrics[f'AP{letter}'] = mean_defined(
+            precision[:, :, frequencies == letter, 0])
+    for area, key in enumerate(LVIS_RECALL_ITEMS):
+        metrics[key.format(max_dets)] = mean_defined(recall[..., area])
+    return metrics
+
+
 def evaluate_lvis_fast(lvis_gt,
                        results: Union[str, List[dict]],
                        iou_type: str = 'bbox',
@@ -224,33 +310,27 @@ def evaluate_lvis_fast(lvis_gt,
         max_dets: detections kept per image (LVIS: 300).
         source: name used in error messages.
     """
-    _, COCOeval_faster = import_faster_coco_eval()
     gt = indexed_ground_truth(lvis_gt)
     results, source = load_results(results, source)
     img, cat, score = validate_results(gt.img_ids, gt.cat_ids, results,
                                        iou_type, source)
     if img_ids is not None:
         img_ids = sorted(set(int(i) for i in img_ids))
+    eval_imgs = np.asarray(gt.img_ids if img_ids is None else img_ids,
+                           dtype=np.int64)
     keep = top_detections_per_image(img, score, max_dets)
     keep = keep[gt.keep_mask(img[keep], cat[keep])]
-    if keep.size == 0:
+    cats = np.unique(gt.gt_cat[np.isin(gt.gt_img, eval_imgs)])
+    if keep.size == 0 or cats.size == 0:
         metrics, per_class, cat_ids = metrics_without_detections(
             gt.dataset, img_ids, max_dets)
         return LVISEvalResult(iou_type, metrics, per_class, cat_ids)
 
     with gc_paused():
         dets = _detections_api(gt, [results[i] for i in keep], iou_type)
-        evaluator = COCOeval_faster(
-            gt.coco, dets, iou_type, lvis_style=True, print_function=_quiet)
-        evaluator.params.maxDets = [max_dets]
-        if img_ids is not None:
-            evaluator.params.imgIds = img_ids
-        evaluator.run()
-    stats = evaluator.stats_as_dict
-    metrics = {
-        lvis_key.format(max_dets): float(stats[key])
-        for key, lvis_key in FASTER_TO_LVIS_KEYS.items()
-    }
-    return LVISEvalResult(iou_type, metrics,
-                          per_class_ap(evaluator.eval['precision']),
-                          list(evaluator.params.catIds))
+        precision, recall, iou_thrs = _evaluate_by_category_chunks(
+            gt, dets, iou_type, eval_imgs, cats, max_dets)
+    metrics = summarize_lvis(precision, recall, iou_thrs, gt.frequencies,
+                             max_dets)
+    return LVISEvalResult(iou_type, metrics, per_class_ap(precision),
+                          list(gt.cat_ids))
