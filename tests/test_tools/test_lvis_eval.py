@@ -1,0 +1,128 @@
+"""tools/lvis_eval.py: offline evaluation of result files.
+
+The documented workflow on a real tiny run: a test run writes result files
+(single process with the metric, and a 2-process CPU job with
+``format_only``); the offline tool's numbers equal the metric's, with both
+backends. Then generated results, prefixes and clear errors.
+"""
+import glob
+import json
+import os.path as osp
+
+import pytest
+
+from conftest import last_checkpoint
+
+CONFIG = 'configs/lvis/mask-rcnn_r18-tiny_fpn_12e_synthetic-lvis.py'
+# 3 epochs (36 iterations): enough for non-zero bbox and segm AP
+TRAIN_OPTIONS = ['train_cfg.max_epochs=3', 'train_cfg.val_interval=3',
+                 'randomness.seed=0']
+ITEMS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'APr', 'APc', 'APf')
+
+
+@pytest.fixture(scope='module')
+def tiny_checkpoint(run_tool, tmp_path_factory) -> str:
+    work = str(tmp_path_factory.mktemp('lvis_eval_train'))
+    run_tool.train(CONFIG, work, cfg_options=TRAIN_OPTIONS)
+    return last_checkpoint(work)
+
+
+def metric_numbers(test_work_dir: str) -> dict:
+    """The numbers the metric logged in a test run (full precision)."""
+    (path, ) = glob.glob(osp.join(test_work_dir, '2*', '2*.json'))
+    with open(path) as f:
+        logged = json.load(f)
+    return {k: v for k, v in logged.items() if k.startswith('lvis/')}
+
+
+def offline(run_tool, tmp_path, *args, backend='lvis') -> dict:
+    out = str(tmp_path / f'offline_{backend}.json')
+    proc = run_tool('lvis_eval.py', *args, '--backend', backend, '--out',
+                    out)
+    assert 'LVIS results (%)' in proc.stdout
+    with open(out) as f:
+        return json.load(f)
+
+
+def test_offline_evaluation_equals_the_metric(run_tool, synthetic_root,
+                                              tiny_checkpoint, tmp_path):
+    ann = osp.join(synthetic_root, 'annotations', 'lvis_v1_val.json')
+    # 1 process: the metric evaluates and also writes its result files
+    single = str(tmp_path / 'single')
+    prefix = osp.join(single, 'results')
+    run_tool.test(CONFIG, tiny_checkpoint, single,
+                  cfg_options=[f'test_evaluator.outfile_prefix={prefix}'])
+    logged = metric_numbers(single)
+    assert len(logged) == 2 * len(ITEMS)
+    # not a degenerate comparison
+    assert logged['lvis/bbox_AP50'] > 0 and logged['lvis/segm_AP50'] > 0
+    assert offline(run_tool, tmp_path, prefix, '--ann', ann) == logged
+    fast = offline(run_tool, tmp_path, prefix, '--ann', ann, backend='fast')
+    assert fast == pytest.approx(logged, abs=1e-9)
+
+    # 2 CPU processes with format_only: no evaluation, files gathered on
+    # rank 0, evaluated offline to the same numbers
+    dist = str(tmp_path / 'dist')
+    dist_prefix = osp.join(dist, 'results')
+    proc = run_tool(
+        'dist_test.sh', CONFIG, tiny_checkpoint, '2', '--work-dir', dist,
+        '--cfg-options', 'test_dataloader.batch_size=4',
+        'test_evaluator.format_only=True',
+        f'test_evaluator.outfile_prefix={dist_prefix}',
+        env={'PORT': '29571'})
+    assert 'results are saved in' in proc.stdout
+    assert 'lvis/bbox_AP' not in proc.stdout
+    with open(dist_prefix + '.bbox.json') as f:
+        assert len({d['image_id'] for d in json.load(f)}) == 16
+    assert offline(run_tool, tmp_path, dist_prefix + '.bbox.json',
+                   dist_prefix + '.segm.json', '--ann', ann) == logged
+
+
+def test_generated_results(run_tool, synthetic_root, tmp_path):
+    """Numbers equal evaluate_lvis's; the IoU type comes from the name or
+    the content."""
+    from mmdet_longtail.evaluation import evaluate_lvis
+    from mmdet_longtail.evaluation.synthetic_detections import \
+        make_detections
+    ann = osp.join(synthetic_root, 'annotations', 'lvis_v1_val.json')
+    with open(ann) as f:
+        gt = json.load(f)
+    dets = make_detections(gt, dets_per_image=50, with_masks=True, seed=1)
+    # no '.segm.json' suffix: recognised from the 'segmentation' field
+    path = str(tmp_path / 'masks.json')
+    with open(path, 'w') as f:
+        json.dump(dets['segm'], f)
+    numbers = offline(run_tool, tmp_path, path, '--ann', ann,
+                      backend='fast')
+    expected = evaluate_lvis(ann, dets['segm'], 'segm').metrics
+    assert set(numbers) == {f'lvis/segm_{k}' for k in ITEMS}
+    for k in ITEMS:
+        assert numbers[f'lvis/segm_{k}'] == pytest.approx(
+            expected[k], abs=1e-9)
+    assert 0 < numbers['lvis/segm_AP'] < 1
+
+
+def test_clear_errors(run_tool, synthetic_root, tmp_path):
+    ann = osp.join(synthetic_root, 'annotations', 'lvis_v1_val.json')
+    bad = str(tmp_path / 'bad.bbox.json')
+    with open(bad, 'w') as f:
+        json.dump([
+            dict(image_id=49, category_id=1, bbox=[0, 0, 5, 5], score=.9),
+            dict(image_id=123456, category_id=1, bbox=[0, 0, 5, 5],
+                 score=.5)
+        ], f)
+    proc = run_tool('lvis_eval.py', bad, '--ann', ann, check=False)
+    assert proc.returncode == 1
+    assert (f'{bad}: result #1 has image_id=123456, which is not an image '
+            f'of the annotation file') in proc.stdout
+    with open(bad, 'w') as f:
+        json.dump([dict(image_id=49, category_id=31, bbox=[0, 0, 5, 5],
+                        score=.9)], f)
+    proc = run_tool('lvis_eval.py', bad, '--ann', ann, '--backend', 'fast',
+                    check=False)
+    assert proc.returncode == 1
+    assert 'category_id=31, which is not a category' in proc.stdout
+    proc = run_tool('lvis_eval.py', str(tmp_path / 'nothing'), '--ann', ann,
+                    check=False)
+    assert proc.returncode == 1
+    assert 'results file not found' in proc.stdout
