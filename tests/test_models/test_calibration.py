@@ -149,8 +149,10 @@ def test_norcal_bad_input_is_refused():
         norcal_loss([1, 2], gamma=0.5, method='exp')
     with pytest.raises(ValueError, match='needs ann_file'):
         CalibratedCrossEntropyLoss(num_classes=2, gamma=0.5)
-    with pytest.raises(ValueError, match=r'classes \[1\] have none'):
+    with pytest.raises(ValueError, match=r'classes \(labels\) \[1\] have no'):
         norcal_loss([3, 0], gamma=0.5)
+    # gamma = 0 (a no-op) does not need the counts
+    norcal_loss([3, 0], gamma=0.0)
     with pytest.raises(ValueError, match='use_sigmoid'):
         CalibratedCrossEntropyLoss(num_classes=2, use_sigmoid=True)
     with pytest.raises(ValueError, match='columns'):
@@ -188,8 +190,9 @@ def test_cascade_norcal_gamma_is_one_key():
     changes its gamma."""
     from mmengine.config import Config
     cfg = Config.fromfile(
-        osp.join(REPO_ROOT, 'configs/norcal/'
-                 'cascade-mask-rcnn_r18-tiny_fpn_norcal_12e_synthetic-lvis.py'))
+        osp.join(
+            REPO_ROOT, 'configs/norcal/'
+            'cascade-mask-rcnn_r18-tiny_fpn_norcal_12e_synthetic-lvis.py'))
     cfg.merge_from_dict({'model.roi_head.bbox_head.2.loss_cls.gamma': 0.3})
     heads = cfg.model.roi_head.bbox_head
     assert [h.loss_cls.type for h in heads] == [

@@ -61,7 +61,8 @@ def check_norcal_gamma(gamma: float, method: str) -> float:
 
 def norcal_log_factors(image_count: Sequence[int],
                        gamma: float,
-                       method: str = 'gamma') -> np.ndarray:
+                       method: str = 'gamma',
+                       source: str = 'counts') -> np.ndarray:
     """``log a_c`` of every foreground class (float64, shape (C,)).
 
     Args:
@@ -70,13 +71,15 @@ def norcal_log_factors(image_count: Sequence[int],
         gamma (float): calibration strength, >= 0 (< 1 for ``'cb'``).
         method (str): ``'gamma'``: a_c = N_c^-gamma; ``'cb'``:
             a_c = (1 - gamma) / (1 - gamma^N_c).
+        source (str): where the counts come from, for error messages.
     """
     gamma = check_norcal_gamma(gamma, method)
     counts = np.asarray(image_count, dtype=np.float64)
     if counts.ndim != 1 or (counts < 1).any():
         bad = np.flatnonzero(counts < 1)[:10].tolist()
         raise ValueError(f'NorCal needs a training image count >= 1 for '
-                         f'every class; classes {bad} have none')
+                         f'every class; classes (labels) {bad} have no '
+                         f'training image in {source}')
     if gamma == 0:
         return np.zeros_like(counts)
     if method == 'gamma':
@@ -146,13 +149,17 @@ class CalibratedCrossEntropyLoss(CrossEntropyLoss):
         self.gamma = float(gamma)
         self.method = method
         self.image_count: Optional[np.ndarray] = None
+        self.stats_source = 'counts'
         if ann_file is not None or class_stats is not None:
             stats = resolve_class_statistics(
                 self.num_classes, ann_file, class_stats,
                 owner='CalibratedCrossEntropyLoss')
-            # fails early (at build time) on classes without training images
-            norcal_log_factors(stats.image_count, 0.0, method)
             self.image_count = stats.image_count.copy()
+            self.stats_source = stats.source
+            if self.gamma > 0:
+                # fails at build time on classes without training images
+                norcal_log_factors(self.image_count, self.gamma, method,
+                                   self.stats_source)
         elif self.gamma > 0:
             raise ValueError('CalibratedCrossEntropyLoss with gamma > 0 needs '
                              'ann_file=<LVIS train annotation file> (N_c is '
@@ -186,7 +193,8 @@ class CalibratedCrossEntropyLoss(CrossEntropyLoss):
             counts = self.image_count if self.image_count is not None \
                 else np.ones(self.num_classes)
             self._log_factors = torch.from_numpy(
-                norcal_log_factors(counts, self.gamma, self.method)).float()
+                norcal_log_factors(counts, self.gamma, self.method,
+                                   self.stats_source)).float()
             self._log_factors_key = key
         return self._log_factors
 
