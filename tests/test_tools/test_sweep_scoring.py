@@ -2,6 +2,7 @@
 setting re-scored from the cache gives exactly what tools/test.py gives with
 that setting, and a cache built for another config / dataset / checkpoint is
 refused with an error naming the difference."""
+import copy
 import glob
 import importlib.util
 import json
@@ -174,3 +175,37 @@ def test_settings_one_at_a_time_or_grid():
                                                           (1.0, 1e-2)]
     with pytest.raises(ValueError, match='unknown sweep parameters'):
         sweep_scoring.sweep_settings(base, dict(beta=[1.0]))
+
+
+def test_model_fingerprint_ignores_post_hoc_settings():
+    """NorCal gamma, tau, score_thr, NMS and training settings do not change
+    what the network computes, so they keep a cache valid; the RPN test
+    settings and the architecture do not."""
+    from mmengine.config import Config
+    sweep_scoring = load_sweep_module()
+    base_cfg = Config.fromfile(osp.join(REPO_ROOT, CONFIG))
+
+    def identity(options: dict) -> dict:
+        cfg = copy.deepcopy(base_cfg)
+        cfg.merge_from_dict(options)
+        return sweep_scoring.model_identity(cfg.model)
+
+    reference = identity({})
+    for same in [{
+            'model.roi_head.bbox_head.loss_cls.gamma': 0.1
+    }, {
+            'model.roi_head.bbox_head.cls_predictor_cfg':
+            dict(type='TauNormLinear', tau=0.7)
+    }, {
+            'model.test_cfg.rcnn.score_thr': 0.3,
+            'model.test_cfg.rcnn.nms.iou_threshold': 0.7
+    }, {
+            'model.train_cfg.rcnn.sampler.num': 64
+    }]:
+        assert identity(same) == reference, same
+    for different in [{
+            'model.test_cfg.rpn.nms_pre': 10
+    }, {
+            'model.roi_head.bbox_head.fc_out_channels': 64
+    }]:
+        assert identity(different) != reference, different

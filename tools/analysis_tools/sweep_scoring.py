@@ -187,6 +187,8 @@ def model_identity(model_cfg: dict) -> dict:
             predictor.pop('tau', None)
             if predictor.get('type') == 'TauNormLinear':
                 predictor['type'] = 'Linear'  # TauNormLinear(tau=0)
+            if predictor == {'type': 'Linear'}:
+                del head['cls_predictor_cfg']  # BBoxHead's default
     return model
 
 
