@@ -21,10 +21,11 @@ faster. ``--out`` writes the numbers with the metric's keys
 """
 import argparse
 import json
-import os.path as osp
 import sys
 import time
 from typing import Dict, List, Tuple
+
+from mmdet_longtail.evaluation.result_files import expand_results
 
 TABLE_ITEMS = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'APr', 'APc',
                'APf')
@@ -58,48 +59,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def expand_results(paths: List[str]) -> List[str]:
-    """Files for the given paths; a prefix gives its bbox / segm files."""
-    files = []
-    for path in paths:
-        if osp.isfile(path):
-            files.append(path)
-            continue
-        found = [
-            f'{path}.{t}.json' for t in ('bbox', 'segm')
-            if osp.isfile(f'{path}.{t}.json')
-        ]
-        if not found:
-            raise FileNotFoundError(
-                f'results file not found: {path} (nor {path}.bbox.json / '
-                f'{path}.segm.json)')
-        files.extend(found)
-    return files
-
-
-def infer_iou_type(path: str, results: list) -> str:
-    name = osp.basename(path)
-    for iou_type in ('segm', 'bbox'):
-        if name.endswith(f'.{iou_type}.json'):
-            return iou_type
-    if results and isinstance(results[0], dict) and \
-            'segmentation' in results[0]:
-        return 'segm'
-    return 'bbox'
-
-
-def load_json_list(path: str) -> list:
-    try:
-        with open(path) as f:
-            results = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f'{path} is not valid JSON: {e}') from e
-    if not isinstance(results, list):
-        raise ValueError(f'{path}: expected a list of detections, got '
-                         f'{type(results).__name__}')
-    return results
-
-
 def format_table(rows: List[Tuple[str, Dict[str, float]]]) -> str:
     """Markdown table of the metrics (values in %, -1 = undefined)."""
     header = '| type | ' + ' | '.join(TABLE_ITEMS) + ' |'
@@ -113,45 +72,30 @@ def format_table(rows: List[Tuple[str, Dict[str, float]]]) -> str:
     return '\n'.join(lines)
 
 
-def evaluate_files(files: List[str], ann_file: str, backend: str,
-                   iou_type_arg, max_dets: int, classwise: bool):
-    """Evaluate each file; returns [(iou_type, LVISEvalResult)]."""
-    from mmdet_longtail.evaluation import LVIS_EVAL_BACKENDS, import_lvis
-    if not osp.isfile(ann_file):
-        raise FileNotFoundError(f'annotation file not found: {ann_file}')
-    LVIS, _, _ = import_lvis()
-    lvis_gt = LVIS(ann_file)
-    evaluate = LVIS_EVAL_BACKENDS[backend]
-    outcomes = []
-    for path in files:
-        results = load_json_list(path)
-        iou_type = iou_type_arg or infer_iou_type(path, results)
-        start = time.perf_counter()
-        outcome = evaluate(
-            lvis_gt, results, iou_type=iou_type, max_dets=max_dets,
-            source=path)
-        print(f'{path}: {iou_type}, {len(results):,} detections, '
-              f'{backend} backend, {time.perf_counter() - start:.1f} s',
-              flush=True)
-        if classwise:
-            cats = lvis_gt.load_cats(outcome.cat_ids)
-            for cat, ap in zip(cats, outcome.per_class_ap):
-                print(f'  {cat["name"]:<30s} ({cat.get("frequency", "?")}) '
-                      f'{ap:.4f}')
-        outcomes.append((iou_type, outcome))
-    return outcomes
+def print_classwise(lvis_gt, iou_type: str, outcome) -> None:
+    print(f'{iou_type} AP per category:')
+    cats = lvis_gt.load_cats(outcome.cat_ids)
+    for cat, ap in zip(cats, outcome.per_class_ap):
+        print(f'  {cat["name"]:<30s} ({cat.get("frequency", "?")}) {ap:.4f}')
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from mmdet_longtail.evaluation.analysis import evaluate_result_files
+    start = time.perf_counter()
     try:
         files = expand_results(args.results)
-        outcomes = evaluate_files(files, args.ann, args.backend,
-                                  args.iou_type, args.max_dets,
-                                  args.classwise)
+        lvis_gt, evaluated = evaluate_result_files(
+            files, args.ann, args.backend, args.iou_type, args.max_dets)
     except (FileNotFoundError, ValueError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 1
+    outcomes = [(o.iou_type, o) for o in evaluated]
+    print(f'evaluated {", ".join(files)} with the {args.backend} backend in '
+          f'{time.perf_counter() - start:.1f} s')
+    if args.classwise:
+        for iou_type, outcome in outcomes:
+            print_classwise(lvis_gt, iou_type, outcome)
     print('\nLVIS results (%):\n' +
           format_table([(t, o.metrics) for t, o in outcomes]))
     if args.out:

@@ -28,7 +28,7 @@ reused by later evaluations (bbox then segm, every epoch).
 import gc
 import weakref
 from contextlib import contextmanager
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -208,7 +208,9 @@ def _detections_api(gt: _IndexedGroundTruth, dets: List[dict],
 
 def _evaluate_by_category_chunks(gt: _IndexedGroundTruth, dets, iou_type: str,
                                  img_ids: np.ndarray, cats: np.ndarray,
-                                 max_dets: int):
+                                 max_dets: int,
+                                 progress: Optional[Callable[[int, int],
+                                                             None]] = None):
     """faster-coco-eval's LVIS evaluate + accumulate, a chunk of categories
     at a time, each on the images where its categories are evaluated.
 
@@ -235,7 +237,8 @@ def _evaluate_by_category_chunks(gt: _IndexedGroundTruth, dets, iou_type: str,
     column = {c: k for k, c in enumerate(gt.cat_ids)}
     num_cats = len(gt.cat_ids)
     precision = recall = iou_thrs = None
-    for chunk in np.array_split(cats, -(-cats.size // CATEGORY_CHUNK)):
+    chunks = np.array_split(cats, -(-cats.size // CATEGORY_CHUNK))
+    for done, chunk in enumerate(chunks, 1):
         evaluator = COCOeval_faster(
             gt.coco, dets, iou_type, lvis_style=True, print_function=_quiet)
         params = evaluator.params
@@ -253,6 +256,8 @@ def _evaluate_by_category_chunks(gt: _IndexedGroundTruth, dets, iou_type: str,
         columns = [column[c] for c in chunk.tolist()]
         precision[:, :, columns] = evaluator.eval['precision'][..., -1]
         recall[:, columns] = evaluator.eval['recall'][..., -1]
+        if progress is not None:
+            progress(done, len(chunks))
     return precision, recall, iou_thrs
 
 
@@ -295,7 +300,9 @@ def evaluate_lvis_fast(lvis_gt,
                        iou_type: str = 'bbox',
                        img_ids: Optional[Sequence[int]] = None,
                        max_dets: int = 300,
-                       source: str = 'results') -> LVISEvalResult:
+                       source: str = 'results',
+                       progress: Optional[Callable[[int, int], None]] = None
+                       ) -> LVISEvalResult:
     """Evaluate detections with faster-coco-eval, as lvis-api would.
 
     Same arguments and result as :func:`evaluate_lvis`.
@@ -309,6 +316,7 @@ def evaluate_lvis_fast(lvis_gt,
         img_ids: evaluate only these images (default: all).
         max_dets: detections kept per image (LVIS: 300).
         source: name used in error messages.
+        progress: called with (done, total) as the evaluation advances.
     """
     gt = indexed_ground_truth(lvis_gt)
     results, source = load_results(results, source)
@@ -329,7 +337,7 @@ def evaluate_lvis_fast(lvis_gt,
     with gc_paused():
         dets = _detections_api(gt, [results[i] for i in keep], iou_type)
         precision, recall, iou_thrs = _evaluate_by_category_chunks(
-            gt, dets, iou_type, eval_imgs, cats, max_dets)
+            gt, dets, iou_type, eval_imgs, cats, max_dets, progress)
     metrics = summarize_lvis(precision, recall, iou_thrs, gt.frequencies,
                              max_dets)
     return LVISEvalResult(iou_type, metrics, per_class_ap(precision),

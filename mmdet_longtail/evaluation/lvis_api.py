@@ -19,7 +19,7 @@ import logging
 import types
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -240,7 +240,9 @@ def evaluate_lvis(lvis_gt,
                   iou_type: str = 'bbox',
                   img_ids: Optional[Sequence[int]] = None,
                   max_dets: int = 300,
-                  source: str = 'results') -> LVISEvalResult:
+                  source: str = 'results',
+                  progress: Optional[Callable[[int, int], None]] = None
+                  ) -> LVISEvalResult:
     """Evaluate detections with the official lvis-api.
 
     Args:
@@ -254,6 +256,8 @@ def evaluate_lvis(lvis_gt,
             evaluates every image.
         max_dets: detections kept per image (LVIS: 300).
         source: name used in error messages.
+        progress: called with (done, total) as the evaluation advances
+            (lvis-api reports nothing in between: (0, 1), then (1, 1)).
     """
     LVIS, LVISEval, LVISResults = import_lvis()
     if isinstance(lvis_gt, str):
@@ -275,7 +279,11 @@ def evaluate_lvis(lvis_gt,
     if img_ids is not None:
         lvis_eval.params.img_ids = img_ids
     lvis_eval.params.max_dets = max_dets
+    if progress is not None:
+        progress(0, 1)
     lvis_eval.run()
+    if progress is not None:
+        progress(1, 1)
     metrics = {k: float(v) for k, v in lvis_eval.get_results().items()}
     return LVISEvalResult(iou_type, metrics,
                           per_class_ap(lvis_eval.eval['precision']),
