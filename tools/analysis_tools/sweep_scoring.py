@@ -497,6 +497,12 @@ class Rescorer:
     def check_supported(self, settings: Sequence[Setting]) -> None:
         """Clear errors for settings this model cannot be re-scored with."""
         from mmdet.models.losses import CrossEntropyLoss
+        from mmdet_longtail.models.losses.calibrated_ce_loss import \
+            check_norcal_gamma
+        for s in settings:
+            check_norcal_gamma(s.gamma, s.method)
+            if s.tau < 0:
+                raise ValueError(f'--tau must be >= 0, got {s.tau}')
         if any(s.gamma != 0 for s in settings) and not self.calibrated:
             loss = self.last.loss_cls
             if type(loss) is not CrossEntropyLoss or loss.use_sigmoid:
