@@ -1,0 +1,12 @@
+# TDE in every stage of the tiny CPU Cascade Mask R-CNN (synthetic LVIS).
+_base_ = [
+    '../lvis/cascade-mask-rcnn_r18-tiny_fpn_12e_synthetic-lvis.py',
+    './_base_/tde_head.py'
+]
+model = dict(
+    roi_head=dict(
+        type='TDECascadeRoIHead',
+        bbox_head=[
+            dict(head, **_base_.tde_bbox_head, momentum=0.9)
+            for head in _base_.model.roi_head.bbox_head
+        ]))

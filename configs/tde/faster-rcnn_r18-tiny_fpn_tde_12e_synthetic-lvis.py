@@ -1,0 +1,8 @@
+# TDE on the tiny CPU Faster R-CNN (synthetic LVIS).
+_base_ = [
+    '../lvis/faster-rcnn_r18-tiny_fpn_12e_synthetic-lvis.py', './_base_/tde_head.py'
+]
+model = dict(
+    roi_head=dict(
+        type='TDERoIHead',
+        bbox_head=dict(**_base_.tde_bbox_head, momentum=0.9)))
