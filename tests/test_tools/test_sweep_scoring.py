@@ -209,3 +209,57 @@ def test_model_fingerprint_ignores_post_hoc_settings():
             'model.roi_head.bbox_head.fc_out_channels': 64
     }]:
         assert identity(different) != reference, different
+
+
+TDE_CONFIG = 'configs/tde/faster-rcnn_r18-tiny_fpn_tde_12e_synthetic-lvis.py'
+
+
+def test_tde_alpha_setting_equals_test_py(run_tool, synthetic_root,
+                                          monkeypatch, tmp_path):
+    """--alpha re-computes the TDE logits from the cached RoI features; one
+    alpha gives exactly what tools/test.py gives with
+    test_cfg.rcnn.tde_alpha set to it."""
+    sweep_scoring = load_sweep_module()
+    work = str(tmp_path / 'train')
+    # one epoch: the moving-average feature that TDE needs is non-zero
+    run_tool.train(TDE_CONFIG, work)
+    ckpt = last_checkpoint(work)
+    monkeypatch.setenv('MMLT_SYNTHETIC_ROOT', synthetic_root)
+    cache = str(tmp_path / 'cache')
+    results = sweep_scoring.main([
+        osp.join(REPO_ROOT, TDE_CONFIG), ckpt, '--cache-dir', cache,
+        '--alpha', '0.5', '--dump-predictions', '--cfg-options',
+        'test_dataloader.batch_size=4'
+    ])
+    assert [r.setting.alpha for r in results] == [1.5, 0.5]
+
+    test_work = str(tmp_path / 'test')
+    out = osp.join(test_work, 'preds.pkl')
+    run_tool.test(TDE_CONFIG, ckpt, test_work, '--out', out,
+                  cfg_options=['model.test_cfg.rcnn.tde_alpha=0.5'])
+    (metrics_file, ) = glob.glob(osp.join(test_work, '*', '*.json'))
+    with open(metrics_file) as f:
+        test_metrics = json.load(f)
+    for key in ('AP', 'APr', 'APc', 'APf'):
+        assert results[1].metrics[key] == test_metrics[f'lvis/bbox_{key}']
+    with open(out, 'rb') as f:
+        expected = {d['img_id']: d['pred_instances'] for d in pickle.load(f)}
+    with open(osp.join(cache, 'predictions_001.pkl'), 'rb') as f:
+        got = {d['img_id']: d['pred_instances'] for d in pickle.load(f)}
+    assert sum(len(p['scores']) for p in got.values()) > 0
+    for img_id, pred in expected.items():
+        for key in ('bboxes', 'scores', 'labels'):
+            assert torch.equal(pred[key], got[img_id][key]), (img_id, key)
+    # alpha changes the scores (it is not ignored)
+    with open(osp.join(cache, 'predictions_000.pkl'), 'rb') as f:
+        base = {d['img_id']: d['pred_instances'] for d in pickle.load(f)}
+    assert any(
+        base[i]['scores'].shape != got[i]['scores'].shape
+        or not torch.equal(base[i]['scores'], got[i]['scores'])
+        for i in got)
+    # NorCal calibrates a stock softmax head; TDE scores in its own way
+    with pytest.raises(ValueError, match='TDEBBoxHead scores in its own'):
+        sweep_scoring.main([
+            osp.join(REPO_ROOT, TDE_CONFIG), ckpt, '--cache-dir', cache,
+            '--gamma', '0.5'
+        ])

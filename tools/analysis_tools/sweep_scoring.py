@@ -441,8 +441,12 @@ class HeadRecorder:
 # re-scoring
 
 
-def classifier_tau(fc_cls: nn.Module) -> float:
-    return float(getattr(fc_cls, 'tau', 0.0))
+def classifier_tau(fc_cls: Optional[nn.Module]) -> float:
+    """The tau-norm exponent a classifier runs with (0: not normalised).
+    Only :class:`TauNormLinear` has one; other classifiers may use the name
+    ``tau`` for something else (TDE's logit scale)."""
+    from mmdet_longtail.models.layers.tau_norm_linear import TauNormLinear
+    return float(fc_cls.tau) if isinstance(fc_cls, TauNormLinear) else 0.0
 
 
 def tde_module(head: nn.Module) -> Optional[nn.Module]:
@@ -497,6 +501,7 @@ class Rescorer:
     def check_supported(self, settings: Sequence[Setting]) -> None:
         """Clear errors for settings this model cannot be re-scored with."""
         from mmdet.models.losses import CrossEntropyLoss
+        from mmdet.models.roi_heads.bbox_heads import BBoxHead
         from mmdet_longtail.models.losses.calibrated_ce_loss import \
             check_norcal_gamma
         for s in settings:
@@ -505,6 +510,12 @@ class Rescorer:
                 raise ValueError(f'--tau must be >= 0, got {s.tau}')
         if any(s.gamma != 0 for s in settings) and not self.calibrated:
             loss = self.last.loss_cls
+            if type(self.last)._predict_by_feat_single is not \
+                    BBoxHead._predict_by_feat_single:
+                raise ValueError(
+                    f'--gamma (NorCal) calibrates the softmax of a stock '
+                    f'box head; {type(self.last).__name__} scores in its '
+                    f'own way')
             if type(loss) is not CrossEntropyLoss or loss.use_sigmoid:
                 raise ValueError(
                     f'--gamma (NorCal) re-scores softmax cross-entropy heads;'
@@ -574,13 +585,13 @@ class Rescorer:
     def stage_logits(self, stage: int, feats: torch.Tensor,
                      setting: Setting) -> torch.Tensor:
         """Logits of one stage's classifier on cached features."""
-        from mmdet_longtail.models.layers.tau_norm_linear import \
-            tau_normalize_weight
+        from mmdet_longtail.models.layers.tau_norm_linear import (
+            TauNormLinear, tau_normalize_weight)
         head = self.heads[stage]
         fc = head.fc_cls
         tde = tde_module(head)
         saved_alpha = tde.alpha if tde is not None else None
-        saved_tau = getattr(fc, 'tau', None)
+        saved_tau = fc.tau if isinstance(fc, TauNormLinear) else None
         try:
             if tde is not None:
                 tde.alpha = setting.alpha
