@@ -26,7 +26,6 @@ Examples:
 """
 import argparse
 import glob
-import json
 import os
 import os.path as osp
 import re
@@ -34,6 +33,8 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
+
+from mmdet_longtail.evaluation.result_files import work_dir_metrics
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 COLUMNS = ('AP', 'APr', 'APc', 'APf', 'APb')
@@ -146,10 +147,6 @@ def discover_metafiles(root: str = REPO_ROOT) -> List[str]:
 
 
 # ------------------------------------------------------------ our numbers
-def _lvis_numbers(record: dict) -> Dict[str, float]:
-    return {k: float(v) for k, v in record.items() if k.startswith('lvis/')}
-
-
 def find_work_dir(name: str, roots: List[str]) -> Optional[str]:
     for root in roots:
         if osp.basename(osp.normpath(root)) == name and osp.isdir(root):
@@ -158,40 +155,6 @@ def find_work_dir(name: str, roots: List[str]) -> Optional[str]:
         if osp.isdir(candidate):
             return candidate
     return None
-
-
-def find_test_results(work_dir: str) -> List[str]:
-    """mmengine's test outputs ``<timestamp>/<timestamp>.json``, newest
-    last."""
-    found = []
-    for path in glob.glob(osp.join(work_dir, '**', '*.json'),
-                          recursive=True):
-        stem = osp.splitext(osp.basename(path))[0]
-        if osp.basename(osp.dirname(path)) == stem:
-            found.append(path)
-    return sorted(found, key=lambda p: osp.basename(p))
-
-
-def our_numbers(work_dir: str) -> Tuple[Dict[str, float], str]:
-    """The lvis/... metrics of a work directory and where they come from
-    (``'test'``, ``'val'`` or ``''`` when there are none)."""
-    for path in reversed(find_test_results(work_dir)):
-        with open(path) as f:
-            numbers = _lvis_numbers(json.load(f))
-        if numbers:
-            return numbers, 'test'
-    scalars = sorted(
-        glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
-    for path in reversed(scalars):
-        last = {}
-        with open(path) as f:
-            for line in f:
-                numbers = _lvis_numbers(json.loads(line))
-                if numbers:
-                    last = numbers
-        if last:
-            return last, 'val'
-    return {}, ''
 
 
 def ours_columns(numbers: Dict[str, float],
@@ -236,7 +199,7 @@ def collection_table(collection: Collection, roots: List[str],
     marks = set()
     for model in collection.models:
         work_dir = find_work_dir(model.work_name, roots)
-        numbers, origin = our_numbers(work_dir) if work_dir else ({}, '')
+        numbers, origin = work_dir_metrics(work_dir) if work_dir else ({}, '')
         ours = ours_columns(numbers, model.headline)
         mark = '*' if origin == 'val' else ''
         marks.add(mark)
@@ -317,7 +280,7 @@ def run_models(collections: List[Collection], work_root: str, gpus: int,
     env = dict(os.environ, PYTHON=sys.executable)
     for model in [m for c in collections for m in c.models]:
         work_dir = osp.abspath(osp.join(work_root, model.work_name))
-        if our_numbers(work_dir)[1] == 'test':
+        if work_dir_metrics(work_dir)[1] == 'test':
             print(f'[skip] {model.name}: tested in {work_dir}')
             continue
         if not model.config or not osp.isfile(

@@ -1,11 +1,15 @@
-"""Finding and reading LVIS result files (shared by the offline tools).
+"""Finding and reading LVIS result files and the metrics of a work
+directory (shared by the offline tools).
 
 mmdet's metrics write ``<prefix>.bbox.json`` and ``<prefix>.segm.json``
 (``outfile_prefix``); the tools accept those files or the prefix.
+``tools/test.py`` logs the metric's numbers (full precision) to
+``<work_dir>/<timestamp>/<timestamp>.json``.
 """
+import glob
 import json
 import os.path as osp
-from typing import List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 
 def expand_results(paths: Sequence[str]) -> List[str]:
@@ -51,3 +55,48 @@ def load_json_list(path: str) -> list:
         raise ValueError(f'{path}: expected a list of detections, got '
                          f'{type(results).__name__}')
     return results
+
+
+def find_test_results(work_dir: str) -> List[str]:
+    """mmengine's test outputs in a work directory (``<timestamp>/
+    <timestamp>.json``, also in sub-folders), oldest first."""
+    found = []
+    for path in glob.glob(osp.join(work_dir, '**', '*.json'),
+                          recursive=True):
+        stem = osp.splitext(osp.basename(path))[0]
+        if osp.basename(osp.dirname(path)) == stem:
+            found.append(path)
+    return sorted(found, key=osp.basename)
+
+
+def _lvis_numbers(record: dict) -> Dict[str, float]:
+    return {
+        k: float(v)
+        for k, v in record.items()
+        if k.startswith('lvis/') and isinstance(v, (int, float))
+    }
+
+
+def work_dir_metrics(work_dir: str) -> Tuple[Dict[str, float], str]:
+    """The ``lvis/...`` numbers of a run and where they come from.
+
+    The latest ``tools/test.py`` result (``'test'``), else the last
+    validation in the training log (``'val'``), else ``({}, '')``.
+    """
+    for path in reversed(find_test_results(work_dir)):
+        with open(path) as f:
+            numbers = _lvis_numbers(json.load(f))
+        if numbers:
+            return numbers, 'test'
+    scalars = sorted(
+        glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json')))
+    for path in reversed(scalars):
+        last: Dict[str, float] = {}
+        with open(path) as f:
+            for line in f:
+                numbers = _lvis_numbers(json.loads(line))
+                if numbers:
+                    last = numbers
+        if last:
+            return last, 'val'
+    return {}, ''
