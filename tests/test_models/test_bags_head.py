@@ -1,0 +1,169 @@
+"""BAGSBBoxHead inside mmdet's BBoxHead protocol, the FreezeExceptHook of
+the decoupled recipe, and the checkpoint converter's reshape."""
+import os.path as osp
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.config import ConfigDict
+from mmengine.logging import MMLogger
+
+from conftest import REPO_ROOT
+from mmdet.registry import MODELS
+from mmdet_longtail.engine.hooks.freeze_except_hook import (FreezeExceptHook,
+                                                            freeze_except)
+
+sys.path.insert(0, osp.join(REPO_ROOT, 'tools', 'model_converters'))
+import bags_convert  # noqa: E402
+
+COUNTS = [5, 50, 500, 5000, 20]  # groups G1, G2, G3, G4, G2 (test_bags_loss)
+COLUMNS = [1, 3, 6, 8, 4]
+CLASSIFIER = r'bbox_head(\.\d+)?\.fc_cls\.'
+
+
+def build_head(**kwargs):
+    import mmdet_longtail  # noqa: F401
+    cfg = dict(
+        type='BAGSBBoxHead',
+        num_classes=5,
+        instance_count=COUNTS,
+        in_channels=4,
+        fc_out_channels=8,
+        roi_feat_size=2,
+        seed=0)
+    cfg.update(kwargs)
+    return MODELS.build(cfg)
+
+
+def test_head_builds_the_group_classifier():
+    head = build_head(beta=2.0)
+    assert head.fc_cls.out_features == 5 + 1 + 5
+    assert head.loss_cls.beta == 2.0
+    assert head.group_layout.class_columns.tolist() == COLUMNS
+    assert head.custom_cls_channels and head.custom_activation
+
+
+def test_head_loss_and_predict():
+    head = build_head()
+    torch.manual_seed(0)
+    cls_score, bbox_pred = head(torch.randn(6, 4, 2, 2))
+    labels = torch.tensor([0, 4, 3, 5, 5, 5])
+    rois = torch.tensor([[0, 0, 0, 10, 10]] * 6, dtype=torch.float)
+    losses = head.loss(cls_score, bbox_pred, rois, labels, torch.ones(6),
+                       torch.zeros(6, 4), torch.ones(6, 4))
+    assert set(losses) == {'loss_cls', 'acc', 'loss_bbox'}
+    assert torch.isfinite(losses['loss_cls'])
+
+    test_cfg = ConfigDict(
+        score_thr=0.0, nms=dict(type='nms', iou_threshold=0.5),
+        max_per_img=100)
+    with torch.no_grad():
+        (result, ) = head.predict_by_feat((rois, ), (cls_score, ),
+                                          (bbox_pred, ),
+                                          [dict(img_shape=(20, 20))],
+                                          test_cfg)
+    assert len(result.labels) > 0
+    assert int(result.labels.max()) < 5
+    assert 0 <= float(result.scores.min()) <= float(result.scores.max()) <= 1
+
+
+def test_head_settings_conflicts_are_errors():
+    with pytest.raises(ValueError, match='_delete_=True'):
+        build_head(loss_cls=dict(type='CrossEntropyLoss'))
+    with pytest.raises(ValueError, match="beta=4.0 but loss_cls.beta=8.0"):
+        build_head(beta=4.0, loss_cls=dict(type='GroupSoftmaxLoss', beta=8.0))
+    with pytest.raises(ValueError, match='num_classes'):
+        build_head(loss_cls=dict(type='GroupSoftmaxLoss', num_classes=6))
+
+
+class TinyDetector(nn.Module):
+    """Parameter names like a two-stage detector's."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4))
+        self.roi_head = nn.Module()
+        self.roi_head.bbox_head = nn.ModuleList(
+            [nn.ModuleDict(dict(fc_cls=nn.Linear(4, 3),
+                                fc_reg=nn.Linear(4, 8))) for _ in range(3)])
+
+    def forward(self, x):
+        feat = self.backbone(x).mean((2, 3))
+        return sum(h['fc_cls'](feat).sum() + h['fc_reg'](feat).sum()
+                   for h in self.roi_head.bbox_head)
+
+
+def test_freeze_except_keeps_everything_else_exactly():
+    torch.manual_seed(0)
+    model = TinyDetector()
+    # mmengine builds the optimizer before the hooks run
+    optim = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9,
+                            weight_decay=0.1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    hook = FreezeExceptHook(trainable=[CLASSIFIER])
+    runner = SimpleNamespace(
+        model=model, logger=MMLogger.get_instance('test_bags_freeze'))
+    hook.before_train(runner)
+    for step in range(3):
+        model.train()  # what mmengine does at every epoch start
+        hook.before_train_iter(runner, step)
+        assert not model.backbone[1].training
+        optim.zero_grad()
+        model(torch.randn(2, 3, 6, 6)).backward()
+        optim.step()
+    after = model.state_dict()
+    changed = sorted(k for k in after if not torch.equal(after[k], before[k]))
+    assert changed == sorted(f'roi_head.bbox_head.{i}.fc_cls.{p}'
+                             for i in range(3) for p in ('weight', 'bias'))
+
+
+def test_freeze_without_norm_eval_lets_statistics_move():
+    """The check above can fail: BN statistics move in train mode."""
+    model = TinyDetector()
+    hook = FreezeExceptHook(trainable=[CLASSIFIER], frozen_norm_eval=False)
+    runner = SimpleNamespace(
+        model=model, logger=MMLogger.get_instance('test_bags_freeze'))
+    hook.before_train(runner)
+    model.train()
+    hook.before_train_iter(runner, 0)
+    mean = model.backbone[1].running_mean.clone()
+    model(torch.randn(2, 3, 6, 6))
+    assert not torch.equal(mean, model.backbone[1].running_mean)
+
+
+def test_freeze_pattern_typo_is_an_error():
+    with pytest.raises(ValueError, match="'fc_clss' matches no parameter"):
+        freeze_except(TinyDetector(), ['fc_clss'])
+    with pytest.raises(ValueError, match='non-empty list'):
+        FreezeExceptHook(trainable='fc_cls')
+
+
+def test_reshape_moves_rows_to_their_columns():
+    weight = torch.arange(12.).view(6, 2)  # rows: c0..c4, background
+    out = bags_convert.reshape_classifier(weight, torch.tensor(COLUMNS), 11)
+    for c, col in enumerate(COLUMNS):
+        assert out[col].tolist() == weight[c].tolist()
+    assert out[10].tolist() == weight[5].tolist()  # background column
+    others = [0, 2, 5, 7, 9]  # "others" of G1..G4 and the foreground column
+    assert (out[others] == 0).all()
+    with pytest.raises(ValueError, match='already converted'):
+        bags_convert.reshape_classifier(out, torch.tensor(COLUMNS), 11)
+
+
+def test_reshape_every_cascade_stage():
+    head = build_head()
+    layouts = [head.group_layout] * 3
+    state = {
+        f'roi_head.bbox_head.{i}.fc_cls.{p}': torch.randn(6, 8)[:, 0]
+        if p == 'bias' else torch.randn(6, 8)
+        for i in range(3) for p in ('weight', 'bias')
+    }
+    state['backbone.conv1.weight'] = torch.randn(2)
+    out, changed = bags_convert.reshape_state_dict(state, layouts)
+    assert len(changed) == 6
+    assert out['roi_head.bbox_head.2.fc_cls.weight'].shape == (11, 8)
+    assert out['roi_head.bbox_head.2.fc_cls.bias'].shape == (11, )
+    assert torch.equal(out['backbone.conv1.weight'],
+                       state['backbone.conv1.weight'])
