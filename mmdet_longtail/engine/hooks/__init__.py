@@ -2,5 +2,6 @@ from .freeze_except_hook import FreezeExceptHook  # noqa: F401
 from .num_class_check_hook import (LongTailNumClassCheckHook,
                                    check_num_classes)
 from .rng_state_hook import RNGStateHook
+from .rfs_epoch_hook import RFSEpochHook  # noqa: F401
 
 __all__ = ['LongTailNumClassCheckHook', 'check_num_classes', 'RNGStateHook']
