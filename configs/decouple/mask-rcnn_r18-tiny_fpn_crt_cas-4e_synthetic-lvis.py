@@ -6,7 +6,7 @@ _base_ = '../lvis/mask-rcnn_r18-tiny_fpn_12e_synthetic-lvis.py'
 load_from = ('work_dirs/mask-rcnn_r18-tiny_fpn_12e_synthetic-lvis/'
              'crt_init.pth')
 train_dataloader = dict(
-    sampler=dict(_delete_=True, type='ClassAwareSampler', seed=0))
+    sampler=dict(_delete_=True, type='LongTailClassAwareSampler', seed=0))
 custom_hooks = _base_.custom_hooks + [
     dict(type='FreezeExceptHook', trainable=[r'bbox_head\.fc_cls\.'])
 ]

@@ -10,7 +10,7 @@ _base_ = '../lvis/mask-rcnn_r50_fpn_ms-1x_lvis-v1.py'
 load_from = 'work_dirs/mask-rcnn_r50_fpn_ms-1x_lvis-v1/crt_init.pth'
 # class-aware sampling: draw a class uniformly, then an image of that class
 train_dataloader = dict(
-    sampler=dict(_delete_=True, type='ClassAwareSampler', seed=0))
+    sampler=dict(_delete_=True, type='LongTailClassAwareSampler', seed=0))
 custom_hooks = _base_.custom_hooks + [
     dict(type='FreezeExceptHook', trainable=[r'bbox_head\.fc_cls\.'])
 ]
