@@ -1,1 +1,246 @@
-"""Equalization Loss v2 (work in progress)."""
+"""Equalization Loss v2 (EQLv2) for sigmoid RoI classifiers.
+
+Tan et al., "Equalization Loss v2: A New Gradient Balance Approach for
+Long-tailed Object Detection", CVPR 2021. https://arxiv.org/abs/2012.08548
+
+The classifier has C + 1 sigmoid logits; the last one is an objectness /
+background logit. The target is one-hot over the C + 1 columns (background
+RoIs are positive for the last column). Each foreground class j keeps the
+accumulated magnitudes of the positive and negative gradients it received,
+``pos_j`` and ``neg_j``, and their ratio ``g_j = pos_j / (neg_j + 1e-10)``::
+
+    neg_w_j = f(g_j) = 1 / (1 + exp(-gamma (g_j - mu)))
+    pos_w_j = 1 + alpha (1 - neg_w_j)          (background: both 1)
+    w_ij    = pos_w_j y_ij + neg_w_j (1 - y_ij)
+    L       = 1/N * sum_i sum_j w_ij BCE(z_ij, y_ij)
+
+with N the number of RoIs. After the loss of a step, the statistics grow by
+the gradient magnitudes of the weighted, un-normalised BCE of that step,
+``|sigmoid(z_ij) - y_ij| w_ij``, summed over the RoIs with ``y_ij = 1``
+(``pos_j``) and ``y_ij = 0`` (``neg_j``); the new ratio applies from the next
+step. ``g`` starts at 100 so that both weights start at 1. Rare classes
+collect few positive gradients, their ratio stays small, and their negative
+gradients are damped while their positive ones are boosted.
+
+At test time the score of class c is ``sigmoid(z_c) * (1 - sigmoid(z_bg))``
+and the background score ``sigmoid(z_bg)`` is the last column.
+"""
+from typing import Dict, Optional, Tuple
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch import Tensor
+
+from mmdet.models.losses import accuracy
+from mmdet.registry import MODELS
+from .eql_loss import (ProbStats, check_cls_inputs, check_reduction,
+                       one_hot_weighted_bce)
+
+# guards the ratio of a class that has had no negative gradient yet
+RATIO_EPS = 1e-10
+# ratio before any statistics: f(100) = 1, so both weights start at 1
+INITIAL_RATIO = 100.0
+
+
+def eqlv2_weights(pos_neg: Tensor, gamma: float, mu: float,
+                  alpha: float) -> Tuple[Tensor, Tensor]:
+    """Per-column positive and negative weights (C + 1,) from the gradient
+    ratios ``g`` (C,); the background column gets 1 and 1."""
+    neg_w = torch.sigmoid(gamma * (pos_neg - mu))
+    pos_w = 1 + alpha * (1 - neg_w)
+    one = neg_w.new_ones(1)
+    return torch.cat([pos_w, one]), torch.cat([neg_w, one])
+
+
+def eqlv2_loss(cls_score: Tensor,
+               labels: Tensor,
+               pos_weight: Tensor,
+               neg_weight: Tensor,
+               reduction: str = 'mean') -> Tuple[Tensor, ProbStats]:
+    """EQLv2 loss of C + 1 sigmoid logits with per-column weights.
+
+    Args:
+        cls_score (Tensor): logits (N, C + 1), background last.
+        labels (Tensor): (N,) int64 in ``[0, C]``, C = background.
+        pos_weight (Tensor): (C + 1,) weight of the target element.
+        neg_weight (Tensor): (C + 1,) weight of the other elements.
+        reduction (str): 'none' (per RoI), 'sum' or 'mean' (sum / N).
+            Defaults to 'mean'.
+
+    Returns:
+        tuple[Tensor, ProbStats]: the loss, and the column sums of
+        ``sigmoid(cls_score)`` and its values at the labels (no gradient),
+        from which :func:`eqlv2_gradient_increments` reads the statistics.
+    """
+    return one_hot_weighted_bce(
+        cls_score,
+        labels,
+        pos_weight,
+        neg_weight[None],
+        reduction=reduction,
+        with_column_sum=True)
+
+
+def eqlv2_gradient_increments(prob: ProbStats, labels: Tensor,
+                              pos_weight: Tensor,
+                              neg_weight: Tensor) -> Tuple[Tensor, Tensor]:
+    """This step's ``sum_i y_ij |p_ij - y_ij| w_ij`` and
+    ``sum_i (1 - y_ij) |p_ij - y_ij| w_ij`` for the C foreground classes.
+
+    Args:
+        prob (ProbStats): ``sum_i p_ij`` (C + 1,) and ``p_i,labels_i`` (N,).
+        labels (Tensor): (N,) int64 in ``[0, C]``.
+        pos_weight, neg_weight (Tensor): (C + 1,) weights of the step.
+    """
+    column_sum, prob_t = prob
+    # positives: |p - 1| = 1 - p, one per row (y is one-hot)
+    pos = torch.zeros_like(column_sum).index_add_(
+        0, labels, (1 - prob_t) * pos_weight[labels])
+    # negatives: |p - 0| = p, every element but the target one
+    neg = column_sum.index_add(0, labels, -prob_t).clamp_(min=0) * neg_weight
+    return pos[:-1], neg[:-1]
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+@MODELS.register_module()
+class EQLv2(nn.Module):
+    """Equalization Loss v2 (Tan et al., CVPR 2021,
+    https://arxiv.org/abs/2012.08548) for RoI heads.
+
+    Called as mmdet's RoI heads call their classification loss:
+    ``loss(cls_score (N, C + 1), labels (N,), label_weights, avg_factor,
+    reduction_override)`` with background label ``C``. As in the authors'
+    code, the loss is normalised by the number of RoIs N; ``label_weights``
+    and ``avg_factor`` are accepted and ignored. The loss tells
+    ``BBoxHead`` (Faster, Mask, Cascade and HTC) to build C + 1 outputs and
+    to score with :meth:`get_activation`; mmdet's own ``EQLV2Loss`` does not,
+    so its heads score it with a softmax.
+
+    The authors initialise the classifier bias to the prior 0.001; the
+    configs do this with the head's ``init_cfg`` (``bias_prob=0.001``).
+
+    Buffers (saved in checkpoints, restored by ``--resume``): ``pos_grad``
+    and ``neg_grad`` (C,), the accumulated gradient magnitudes, and
+    ``pos_neg`` (C,), their ratio g (starts at 100). Statistics are collected
+    by every forward call in training mode; with ``torch.distributed``
+    initialised the increments of each step are summed over the ranks (every
+    rank must call the loss the same number of times), so all ranks keep
+    identical statistics.
+
+    Args:
+        num_classes (int): C, number of foreground classes.
+        gamma (float): steepness of the weighting function f. Defaults to
+            12.0.
+        mu (float): ratio at which f = 0.5. Defaults to 0.8.
+        alpha (float): extra weight of the positive gradients of classes
+            with a small ratio, ``pos_w = 1 + alpha (1 - f(g))``. Defaults
+            to 4.0.
+        loss_weight (float): multiplier of the loss. Defaults to 1.0.
+    """
+
+    def __init__(self,
+                 num_classes: int,
+                 gamma: float = 12.0,
+                 mu: float = 0.8,
+                 alpha: float = 4.0,
+                 loss_weight: float = 1.0) -> None:
+        super().__init__()
+        if int(num_classes) < 1:
+            raise ValueError(f'EQLv2: num_classes must be >= 1, got '
+                             f'{num_classes}')
+        for name, value in (('gamma', gamma), ('mu', mu), ('alpha', alpha),
+                            ('loss_weight', loss_weight)):
+            if not torch.isfinite(torch.tensor(float(value))):
+                raise ValueError(f'EQLv2: {name} must be finite, got {value}')
+        if alpha < 0:
+            raise ValueError(f'EQLv2: alpha must be >= 0, got {alpha}')
+        self.num_classes = int(num_classes)
+        self.gamma = float(gamma)
+        self.mu = float(mu)
+        self.alpha = float(alpha)
+        self.loss_weight = float(loss_weight)
+        self.register_buffer('pos_grad', torch.zeros(self.num_classes))
+        self.register_buffer('neg_grad', torch.zeros(self.num_classes))
+        self.register_buffer('pos_neg',
+                             torch.full((self.num_classes, ), INITIAL_RATIO))
+        # the BBoxHead protocol: C + 1 outputs, scores from get_activation
+        self.custom_cls_channels = True
+        self.custom_activation = True
+        self.custom_accuracy = True
+
+    def get_cls_channels(self, num_classes: int) -> int:
+        """C + 1 outputs: C class logits and the objectness logit last."""
+        if num_classes != self.num_classes:
+            raise ValueError(f'EQLv2: num_classes={self.num_classes} but the '
+                             f'head has {num_classes} classes')
+        return num_classes + 1
+
+    def get_activation(self, cls_score: Tensor) -> Tensor:
+        """Scores (N, C + 1): ``sigmoid(z_c) * (1 - sigmoid(z_bg))`` for the
+        classes, ``sigmoid(z_bg)`` last."""
+        scores = torch.sigmoid(cls_score)
+        background = scores[:, -1:]
+        return torch.cat([scores[:, :-1] * (1 - background), background],
+                         dim=1)
+
+    def get_accuracy(self, cls_score: Tensor,
+                     labels: Tensor) -> Dict[str, Tensor]:
+        """Accuracy (%) of the objectness logit (background when
+        ``sigmoid(z_bg) > 0.5``) on all RoIs and of the class logits on the
+        foreground RoIs."""
+        is_background = labels == self.num_classes
+        predicted_background = cls_score[:, -1] > 0
+        acc_objectness = (predicted_background == is_background).float()
+        fg = ~is_background
+        return dict(
+            acc_objectness=acc_objectness.mean() * 100
+            if labels.numel() else cls_score.new_tensor(0.),
+            acc_classes=accuracy(cls_score[fg, :-1], labels[fg]))
+
+    def weights(self) -> Tuple[Tensor, Tensor]:
+        """Current (pos_weight, neg_weight), (C + 1,) each."""
+        return eqlv2_weights(self.pos_neg, self.gamma, self.mu, self.alpha)
+
+    @torch.no_grad()
+    def update_statistics(self, prob: ProbStats, labels: Tensor,
+                          pos_weight: Tensor, neg_weight: Tensor) -> None:
+        """Add one step's gradient magnitudes (summed over the ranks)."""
+        pos, neg = eqlv2_gradient_increments(prob, labels, pos_weight,
+                                             neg_weight)
+        increments = torch.cat([pos, neg]).to(self.pos_grad)
+        if is_distributed():
+            dist.all_reduce(increments, op=dist.ReduceOp.SUM)
+        self.pos_grad += increments[:self.num_classes]
+        self.neg_grad += increments[self.num_classes:]
+        self.pos_neg.copy_(self.pos_grad / (self.neg_grad + RATIO_EPS))
+
+    def forward(self,
+                cls_score: Tensor,
+                labels: Tensor,
+                label_weights: Optional[Tensor] = None,
+                avg_factor: Optional[float] = None,
+                reduction_override: Optional[str] = None) -> Tensor:
+        """EQLv2 of logits (N, C + 1) and labels (N,) in [0, C].
+
+        ``reduction_override``: 'none' gives the per-RoI losses (N,)
+        (e.g. for OHEM), 'sum' their sum, 'mean' (default) sum / N.
+        """
+        reduction = check_reduction(reduction_override or 'mean', 'EQLv2')
+        check_cls_inputs(cls_score, labels, self.num_classes + 1,
+                         self.num_classes, 'EQLv2')
+        labels = labels.long()
+        pos_weight, neg_weight = self.weights()
+        loss, prob = eqlv2_loss(cls_score, labels, pos_weight, neg_weight,
+                                reduction)
+        if self.training:
+            self.update_statistics(prob, labels, pos_weight, neg_weight)
+        return self.loss_weight * loss
+
+    def extra_repr(self) -> str:
+        return (f'num_classes={self.num_classes}, gamma={self.gamma}, '
+                f'mu={self.mu}, alpha={self.alpha}, loss_weight='
+                f'{self.loss_weight}')

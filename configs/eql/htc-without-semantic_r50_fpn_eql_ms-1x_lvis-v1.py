@@ -1,0 +1,25 @@
+# Equalization Loss (EQL) in every stage: sigmoid classifiers over the 1203
+# classes whose tail classes (training image frequency < lambda; 815
+# classes) are not suppressed by the other classes' foreground RoIs. The
+# test scores are the stage-averaged logits through EQL's sigmoid.
+_base_ = [
+    '../lvis/htc-without-semantic_r50_fpn_ms-1x_lvis-v1.py',
+    './_base_/sigmoid-cls-init.py'
+]
+
+eql_lambda = 1.1e-3
+eql_loss = dict(
+    type='EQLoss',
+    num_classes=1203,
+    lambda_threshold=eql_lambda,
+    # f_j = image frequency in the training annotation file
+    ann_file=_base_.train_dataloader.dataset.data_root +
+    _base_.train_dataloader.dataset.ann_file)
+model = dict(
+    roi_head=dict(bbox_head=[
+        dict(
+            head,
+            loss_cls=eql_loss,
+            init_cfg=_base_.sigmoid_bbox_head_init_cfg)
+        for head in _base_.model.roi_head.bbox_head
+    ]))

@@ -1,0 +1,21 @@
+# Equalization Loss (EQL): sigmoid classifier over the 1230 classes whose
+# tail classes (training image frequency < lambda; 915 classes) are not
+# suppressed by the other classes' foreground RoIs. No re-sampling.
+_base_ = [
+    '../lvis/mask-rcnn_r50_fpn_ms-2x_lvis-v0.5.py',
+    './_base_/sigmoid-cls-init.py'
+]
+
+eql_lambda = 1.76e-3
+model = dict(
+    roi_head=dict(
+        bbox_head=dict(
+            loss_cls=dict(
+                _delete_=True,
+                type='EQLoss',
+                num_classes=1230,
+                lambda_threshold=eql_lambda,
+                # f_j = image frequency in the training annotation file
+                ann_file=_base_.train_dataloader.dataset.data_root +
+                _base_.train_dataloader.dataset.ann_file),
+            init_cfg=_base_.sigmoid_bbox_head_init_cfg)))

@@ -1,0 +1,10 @@
+# The published Seesaw setting with repeat factor sampling (mmdet's
+# mask-rcnn_r50_fpn_seesaw-loss_sample1e-3-ms-2x_lvis-v1): t = 1e-3.
+_base_ = './mask-rcnn_r50_fpn_seesaw_ms-2x_lvis-v1.py'
+
+train_dataloader = dict(
+    dataset=dict(
+        _delete_=True,
+        type='RFSDataset',
+        threshold=1e-3,
+        dataset=_base_.train_dataloader.dataset))
