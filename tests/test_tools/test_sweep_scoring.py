@@ -130,6 +130,18 @@ def test_cached_run_is_reused_and_foreign_caches_refused(
     assert 'running the detector' not in out
     assert [r.setting.score_thr for r in results] == [1e-4, 0.05]
 
+    # a config with another tau reuses the cache too: its logits are
+    # recomputed from the cached features (the cache holds tau = 0 logits)
+    results = sweep_scoring.main(args + [
+        '--out-dir',
+        str(tmp_path), '--cfg-options',
+        'model.roi_head.bbox_head.cls_predictor_cfg.type=TauNormLinear',
+        f'model.roi_head.bbox_head.cls_predictor_cfg.tau={TAU}'
+    ])
+    assert results[0].setting.tau == TAU
+    k = setting_index(sweep['results'], tau=TAU)
+    assert results[0].metrics == sweep['results']['settings'][k]['metrics']
+
     with pytest.raises(sweep_scoring.CacheMismatchError) as err:
         sweep_scoring.main(
             args + ['--cfg-options', 'model.test_cfg.rpn.max_per_img=50'])

@@ -488,6 +488,21 @@ class Rescorer:
         self.cached_alpha = self.base.alpha
         self._rcnn_cfgs: Dict[float, Any] = {}
 
+    def use_cached_classifier_settings(self, taus: Sequence[float],
+                                       alpha: Optional[float]) -> None:
+        """Declare the tau of each stage and the TDE alpha that the cached
+        logits were computed with (a cache built by another run)."""
+        if len(taus) != len(self.heads):
+            raise CacheMismatchError(
+                f'the cache holds {len(taus)} classifier stages, the model '
+                f'has {len(self.heads)}; use --rebuild-cache')
+        if (alpha is None) != (self.cached_alpha is None):
+            raise CacheMismatchError(
+                'the cache and the model disagree on whether the box head '
+                'is a TDE head; use --rebuild-cache')
+        self.cached_taus = [float(t) for t in taus]
+        self.cached_alpha = alpha
+
     def _current_alpha(self) -> Optional[float]:
         modules = [tde_module(h) for h in self.heads]
         alphas = {float(m.alpha) for m in modules if m is not None}
@@ -1092,14 +1107,20 @@ def main(argv: Optional[Sequence[str]] = None) -> List[SweepResult]:
     out_dir = args.out_dir or cache_dir
     fingerprint = make_fingerprint(cfg, args.checkpoint)
     rebuild = args.rebuild_cache or not cache_is_complete(cache_dir)
+    meta = None
     if not rebuild:
-        check_fingerprint(read_meta(cache_dir)['fingerprint'], fingerprint,
-                          cache_dir)
+        meta = read_meta(cache_dir)
+        check_fingerprint(meta['fingerprint'], fingerprint, cache_dir)
 
     model = build_detector(cfg, args.checkpoint, args.device)
     rescorer = Rescorer(
         model,
         norcal_ann_file=args.norcal_ann_file or default_train_ann_file(cfg))
+    if meta is not None:
+        # the cached logits were computed with the cache's tau / alpha,
+        # which this config may set differently
+        rescorer.use_cached_classifier_settings(meta['cached_taus'],
+                                                meta['cached_alpha'])
     settings = sweep_settings(
         rescorer.base,
         dict(
@@ -1117,7 +1138,6 @@ def main(argv: Optional[Sequence[str]] = None) -> List[SweepResult]:
                            model, rescorer, args.shard_size)
         measured = 'measured now'
     else:
-        meta = read_meta(cache_dir)
         measured = 'measured when the cache was built'
         print(f'using the scoring cache in {cache_dir}')
 
