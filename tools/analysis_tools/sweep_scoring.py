@@ -790,9 +790,8 @@ def prefixed_metrics(metrics: Dict[str, float], iou_type: str = 'bbox'
     return out
 
 
-def build_cache(cfg, checkpoint: str, cache_dir: str, fingerprint: dict,
-                model: nn.Module, rescorer: Rescorer,
-                shard_size: int) -> dict:
+def build_cache(cfg, cache_dir: str, fingerprint: dict, model: nn.Module,
+                rescorer: Rescorer, shard_size: int) -> dict:
     """Run the detector once: cache per-image head inputs, evaluate like
     ``tools/test.py`` and time it (the full test pass)."""
     from mmengine.runner import Runner
@@ -1134,8 +1133,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[SweepResult]:
     rescorer.check_supported(settings)
 
     if rebuild:
-        meta = build_cache(cfg, args.checkpoint, cache_dir, fingerprint,
-                           model, rescorer, args.shard_size)
+        meta = build_cache(cfg, cache_dir, fingerprint, model, rescorer,
+                           args.shard_size)
         measured = 'measured now'
     else:
         measured = 'measured when the cache was built'
