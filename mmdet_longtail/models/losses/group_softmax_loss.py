@@ -31,6 +31,7 @@ target of RoI ``i`` inside group ``k`` and ``w_ik`` its weight::
 Inference: ``p(c) = P_bg(foreground) * softmax_k(z)[pos(c)]`` for class c in
 group k ("others" dropped, no renormalisation), ``p(bg) = P_bg(background)``.
 """
+import functools
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence, Tuple, Union
 
@@ -166,22 +167,38 @@ class GroupLayout:
         return table
 
 
-def grouped_log_softmax(cls_score: Tensor,
-                        group_widths: Sequence[int]) -> Tensor:
-    """Log-softmax inside each consecutive group of columns."""
-    # split (not slicing) so the backward assembles one gradient tensor
-    parts = cls_score.split(list(group_widths), dim=-1)
-    return torch.cat([F.log_softmax(p, dim=-1) for p in parts], dim=-1)
+@functools.lru_cache(maxsize=32)
+def _group_indicator(group_widths: Tuple[int, ...], device: torch.device,
+                     dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
+    """Group of each column (K_cols,) and the (K_cols, K) 0/1 indicator."""
+    groups = torch.repeat_interleave(
+        torch.arange(len(group_widths)), torch.tensor(group_widths))
+    indicator = F.one_hot(groups, len(group_widths))
+    return groups.to(device), indicator.to(device=device, dtype=dtype)
 
 
-def grouped_softmax(cls_score: Tensor, group_widths: Sequence[int]) -> Tensor:
-    """Softmax inside each consecutive group of columns."""
-    parts = cls_score.split(list(group_widths), dim=-1)
-    return torch.cat([F.softmax(p, dim=-1) for p in parts], dim=-1)
+def group_log_normalisers(cls_score: Tensor,
+                          group_widths: Sequence[int]) -> Tensor:
+    """(N, K) log-sum-exp of each group's logits: ``log sum_j exp z_kj``.
+
+    One exp over all columns and a matrix product with the group indicator
+    replace K separate log-sum-exps (a few kernels instead of dozens: the
+    head is launch-bound on GPUs).
+    """
+    widths = tuple(int(w) for w in group_widths)
+    column_groups, indicator = _group_indicator(widths, cls_score.device,
+                                                cls_score.dtype)
+    with torch.no_grad():
+        # the shift cancels in value and gradient; subtracting each group's
+        # max keeps exp() finite and every group's sum >= 1
+        group_max = torch.stack(
+            [p.amax(dim=-1) for p in cls_score.split(widths, dim=-1)], dim=-1)
+    shifted = cls_score - group_max.index_select(1, column_groups)
+    return (shifted.exp() @ indicator).log() + group_max
 
 
 def group_softmax_loss(cls_score: Tensor,
-                       group_targets: Tensor,
+                       target_columns: Tensor,
                        group_weights: Tensor,
                        group_widths: Sequence[int],
                        avg_factors: Tensor,
@@ -189,11 +206,12 @@ def group_softmax_loss(cls_score: Tensor,
     """Sum over groups of the weighted softmax cross-entropy in each group.
 
     ``L = sum_k sum_i w_ik * -log softmax_k(z_i)[t_ik] / avg_factors[k]``
+    with ``-log softmax_k(z_i)[t] = logsumexp(z_ik) - z_ik[t]``.
 
     Args:
         cls_score (Tensor): (N, sum(group_widths)) logits.
-        group_targets (Tensor): (K, N) long, target position inside each of
-            the K groups.
+        target_columns (Tensor): (K, N) long, column of the target of each
+            RoI in each of the K groups.
         group_weights (Tensor): (K, N) per-RoI weight in each group.
         group_widths (Sequence[int]): outputs of each group.
         avg_factors (Tensor): (K,) normaliser of each group ('mean' only).
@@ -203,70 +221,77 @@ def group_softmax_loss(cls_score: Tensor,
     Returns:
         Tensor: the loss.
     """
-    log_prob = grouped_log_softmax(cls_score, group_widths)
-    starts = torch.as_tensor(
-        np.cumsum((0, ) + tuple(group_widths[:-1])),
-        dtype=torch.long,
-        device=cls_score.device)
-    columns = group_targets + starts[:, None]  # (K, N)
-    nll = -log_prob.gather(1, columns.t())  # (N, K)
+    if reduction not in ('none', 'mean', 'sum'):
+        raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got "
+                         f'{reduction!r}')
+    # only the K target logits and K normalisers per RoI are needed, not
+    # the full log-softmax
+    nll = group_log_normalisers(cls_score, group_widths) - \
+        cls_score.gather(1, target_columns.t())  # (N, K)
     weighted = nll * group_weights.t().to(nll.dtype)
     if reduction == 'none':
         return weighted.sum(dim=1)
     if reduction == 'sum':
         return weighted.sum()
-    if reduction != 'mean':
-        raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got "
-                         f'{reduction!r}')
     return (weighted.sum(dim=0) / avg_factors.to(weighted.dtype)).sum()
 
 
 def group_softmax_activation(cls_score: Tensor, group_widths: Sequence[int],
-                             class_columns: Tensor) -> Tensor:
-    """(N, C + 1) scores: ``P_bg(fg) * in-group probability``, bg last."""
-    prob = grouped_softmax(cls_score, group_widths)
-    fg_prob, bg_prob = prob[:, -2:-1], prob[:, -1:]
-    return torch.cat([prob[:, class_columns] * fg_prob, bg_prob], dim=1)
-
-
-def sample_group_weights(group_targets: Tensor, label_weights: Tensor,
-                         beta: float,
-                         generator: torch.Generator) -> Tensor:
-    """(K, N) weights: every RoI in the background group (last row); in a
-    foreground group its RoIs plus at most ``int(beta * n_in)`` "others"
-    drawn uniformly without replacement, and nothing without in-group RoIs.
+                             class_columns: Tensor,
+                             class_groups: Tensor) -> Tensor:
+    """(N, C + 1) scores: ``P_bg(fg) * in-group probability``, bg last.
 
     Args:
-        group_targets (Tensor): (K, N) long, 0 = "others".
-        label_weights (Tensor): (N,) RoI weights; RoIs with weight 0 are
+        cls_score (Tensor): (N, sum(group_widths)) logits.
+        group_widths (Sequence[int]): outputs of each group, bg group last.
+        class_columns (Tensor): (C,) column of each class.
+        class_groups (Tensor): (C,) group of each class.
+    """
+    lse = group_log_normalisers(cls_score, group_widths)
+    in_group = (cls_score.index_select(1, class_columns) -
+                lse.index_select(1, class_groups)).exp()
+    bg_group = (cls_score[:, -2:] - lse[:, -1:]).exp()  # [P(fg), P(bg)]
+    return torch.cat([in_group * bg_group[:, :1], bg_group[:, 1:]], dim=1)
+
+
+def sample_group_weights(group_targets: np.ndarray,
+                         label_weights: np.ndarray, beta: float,
+                         rng: np.random.Generator) -> np.ndarray:
+    """(K, N) weights: every RoI in the background group (last row); in a
+    foreground group its RoIs plus ``min(int(beta * n_in), n_others)``
+    "others" drawn uniformly without replacement, and nothing without
+    in-group RoIs.
+
+    Args:
+        group_targets (np.ndarray): (K, N) target position in each group,
+            0 = "others".
+        label_weights (np.ndarray): (N,) RoI weights; RoIs with weight 0 are
             neither in-group nor "others".
         beta (float): "others" kept per in-group RoI.
-        generator (torch.Generator): CPU generator of the draws.
+        rng (np.random.Generator): source of the draws.
     """
     valid = label_weights > 0
     in_group = (group_targets[:-1] > 0) & valid
     others = (group_targets[:-1] == 0) & valid
-    keep = in_group.clone()
-    # one host sync for all groups
-    counts = torch.stack([in_group.sum(1), others.sum(1)], 1).tolist()
-    for k, (n_in, n_others) in enumerate(counts):
+    keep = in_group.copy()
+    for k, n_in in enumerate(in_group.sum(axis=1).tolist()):
         if n_in == 0:
             continue  # the group contributes zero
-        n_keep = min(int(beta * n_in), n_others)
-        if n_keep == n_others:
-            keep[k] |= others[k]
-            continue
-        candidates = others[k].nonzero(as_tuple=True)[0]
-        chosen = torch.randperm(n_others, generator=generator)[:n_keep]
-        keep[k, candidates[chosen.to(candidates.device)]] = True
-    fg_weights = keep.to(label_weights.dtype) * label_weights
-    return torch.cat([fg_weights, label_weights[None]], dim=0)
+        candidates = np.flatnonzero(others[k])
+        n_keep = min(int(beta * n_in), candidates.size)
+        keep[k, rng.choice(candidates, n_keep, replace=False)] = True
+    return np.concatenate([keep * label_weights, label_weights[None]])
 
 
-def sampling_seed(base_seed: int, rank: int, step: int) -> int:
-    """64-bit seed of one sampling step, a hash of (seed, rank, step)."""
-    sequence = np.random.SeedSequence([base_seed, rank, step])
-    return int(sequence.generate_state(1, dtype=np.uint64)[0])
+def _full_precision(x: Tensor) -> Tensor:
+    """float32 for half-precision (AMP) logits, float64 kept as it is."""
+    return x if x.dtype in (torch.float32, torch.float64) else x.float()
+
+
+def sampling_rng(base_seed: int, rank: int,
+                 step: int) -> np.random.Generator:
+    """Generator of one sampling step, keyed by (seed, rank, step)."""
+    return np.random.default_rng([base_seed, rank, step])
 
 
 @MODELS.register_module()
@@ -296,10 +321,12 @@ class GroupSoftmaxLoss(nn.Module):
             the run's seed, ``torch.initial_seed()`` (mmengine's
             ``randomness.seed`` sets it), read at the first call.
 
-    The draw of step ``s`` on rank ``r`` uses a fresh generator seeded with
-    hash(seed, r, s); ``s`` is the buffer ``sampling_step``, saved in
-    checkpoints, so ``--resume`` continues the same draws on every rank and
-    the global random streams are not consumed.
+    The draw of step ``s`` on rank ``r`` uses a fresh numpy generator keyed
+    by (seed, r, s); ``s`` is the buffer ``sampling_step``, saved in
+    checkpoints, so ``--resume`` continues the same draws on every rank, the
+    global random streams are not consumed, and CPU and GPU runs draw alike.
+    The sampling runs on the host (1024 labels; mmdet's ``BBoxHead.loss``
+    has synchronised just before), so the GPU only sees the loss kernels.
     """
 
     def __init__(self,
@@ -328,17 +355,23 @@ class GroupSoftmaxLoss(nn.Module):
             num_fg_groups=len(self.group_bounds) + 1)
         self._warn_empty_groups()
 
-        self.register_buffer(
-            'target_table',
-            torch.from_numpy(self.layout.target_table()),
-            persistent=False)
+        # host-side tables: (groups, C + 1) target position and column of
+        # each label in each group
+        self.target_table_np = self.layout.target_table()
+        self.column_table_np = self.target_table_np + np.asarray(
+            self.layout.group_starts)[:, None]
         self.register_buffer(
             'class_columns',
             torch.from_numpy(self.layout.class_columns),
             persistent=False)
+        self.register_buffer(
+            'class_groups',
+            torch.from_numpy(self.layout.group_of_class),
+            persistent=False)
         self.register_buffer('sampling_step',
                              torch.zeros((), dtype=torch.long))
         self._run_seed: Optional[int] = None
+        self._step: Optional[int] = None  # host copy of sampling_step
 
         # mmdet BBoxHead protocol
         self.custom_cls_channels = True
@@ -399,22 +432,30 @@ class GroupSoftmaxLoss(nn.Module):
     def get_activation(self, cls_score: Tensor) -> Tensor:
         """(N, C + 1) probabilities, background last."""
         self._check_width(cls_score)
-        return group_softmax_activation(cls_score.float(), self.group_widths,
-                                        self.class_columns)
+        return group_softmax_activation(_full_precision(cls_score),
+                                        self.group_widths,
+                                        self.class_columns, self.class_groups)
 
     def get_accuracy(self, cls_score: Tensor,
                      labels: Tensor) -> Dict[str, Tensor]:
         """Top-1 accuracy of the merged (C + 1) scores."""
         return dict(acc=accuracy(self.get_activation(cls_score), labels))
 
-    def _next_generator(self) -> torch.Generator:
+    def _next_rng(self) -> np.random.Generator:
         if self._run_seed is None:
             self._run_seed = (self.seed if self.seed is not None else
                               torch.initial_seed())
-        step = int(self.sampling_step)
-        self.sampling_step += 1
-        return torch.Generator().manual_seed(
-            sampling_seed(self._run_seed, get_rank(), step))
+        if self._step is None:
+            self._step = int(self.sampling_step)
+        step = self._step
+        self._step += 1
+        self.sampling_step.fill_(self._step)
+        return sampling_rng(self._run_seed, get_rank(), step)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        # mmengine's checkpoint loader calls this (not load_state_dict)
+        super()._load_from_state_dict(*args, **kwargs)
+        self._step = None
 
     def forward(self,
                 cls_score: Tensor,
@@ -435,16 +476,23 @@ class GroupSoftmaxLoss(nn.Module):
             reduction_override (str, optional): 'none', 'mean' or 'sum'.
         """
         self._check_width(cls_score)
-        if label_weights is None:
-            label_weights = cls_score.new_ones(labels.shape, dtype=torch.float)
-        label_weights = label_weights.float()
-        targets = self.target_table[:, labels]
-        weights = sample_group_weights(targets, label_weights, self.beta,
-                                       self._next_generator())
-        counts = (weights > 0).sum(dim=1).float()
+        labels_np = labels.cpu().numpy()
+        weights_np = np.ones(labels_np.shape, dtype=np.float32) \
+            if label_weights is None else \
+            label_weights.detach().float().cpu().numpy()
+        targets = self.target_table_np[:, labels_np]
+        weights = sample_group_weights(targets, weights_np, self.beta,
+                                       self._next_rng())
+        avg_factors = (weights > 0).sum(axis=1).astype(np.float32)
         if avg_factor is not None:
-            counts[-1] = float(avg_factor)
-        loss = group_softmax_loss(cls_score.float(), targets, weights,
-                                  self.group_widths, counts.clamp(min=1.0),
-                                  reduction_override or 'mean')
+            avg_factors[-1] = float(avg_factor)
+        # one host-to-device copy for the weights and the normalisers
+        packed = torch.from_numpy(
+            np.concatenate([weights, np.maximum(avg_factors, 1)[:, None]],
+                           axis=1)).to(cls_score.device, non_blocking=True)
+        columns = torch.from_numpy(self.column_table_np[:, labels_np]).to(
+            cls_score.device, non_blocking=True)
+        loss = group_softmax_loss(_full_precision(cls_score), columns,
+                                  packed[:, :-1], self.group_widths,
+                                  packed[:, -1], reduction_override or 'mean')
         return self.loss_weight * loss
