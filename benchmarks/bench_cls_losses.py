@@ -102,11 +102,14 @@ def timed_step(fn: Callable, logits: torch.Tensor, labels: torch.Tensor,
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
     start = time.perf_counter()
-    total(fn(logits, labels, weights, avg_factor=avg_factor)).backward()
+    # the gradient w.r.t. the logits, as a classifier layer receives it (no
+    # accumulation into a leaf's .grad, which would copy a retained buffer)
+    grad, = torch.autograd.grad(
+        total(fn(logits, labels, weights, avg_factor=avg_factor)), logits)
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - start
-    if not bool(torch.isfinite(logits.grad).all()):
+    if not bool(torch.isfinite(grad).all()):
         raise RuntimeError('non-finite gradient')
     return elapsed
 
