@@ -41,7 +41,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--warmup', type=int, default=5)
     parser.add_argument('--device', default='cpu')
     parser.add_argument(
-        '--threads', type=int, default=None,
+        '--threads',
+        type=int,
+        default=None,
         help='torch CPU threads (default: torch default)')
     parser.add_argument('--seed', type=int, default=0)
     return parser.parse_args()
@@ -71,13 +73,13 @@ def build_losses(num_classes: int) -> Dict[str, Tuple[str, object, int]]:
     image_freq = [1e-4 if j < 815 else 1e-2 for j in range(num_classes)]
     losses = {
         'CrossEntropyLoss': ('mmdet', CrossEntropyLoss(), num_classes + 1),
-        'EQLV2Loss': ('mmdet', EQLV2Loss(num_classes=num_classes),
-                      num_classes + 1),
-        'SeesawLoss': ('mmdet', SeesawLoss(num_classes=num_classes),
-                       num_classes + 2),
+        'EQLV2Loss':
+        ('mmdet', EQLV2Loss(num_classes=num_classes), num_classes + 1),
+        'SeesawLoss':
+        ('mmdet', SeesawLoss(num_classes=num_classes), num_classes + 2),
         'EQLoss': ('mmdet_longtail',
-                   EQLoss(num_classes, 1.1e-3, image_freq=image_freq),
-                   num_classes),
+                   EQLoss(num_classes, 1.1e-3,
+                          image_freq=image_freq), num_classes),
         'EQLv2': ('mmdet_longtail', EQLv2(num_classes), num_classes + 1),
     }
     try:
@@ -133,8 +135,7 @@ def main() -> None:
     losses = build_losses(num_classes)
     # plausible RoI logits: mostly negative, with a spread
     logits = {
-        name: (2 * torch.randn(num_rois, width, generator=gen) -
-               2).to(device)
+        name: (2 * torch.randn(num_rois, width, generator=gen) - 2).to(device)
         for name, (_, _, width) in losses.items()
     }
     times: Dict[str, List[float]] = {name: [] for name in losses}

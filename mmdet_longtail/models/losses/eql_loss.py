@@ -126,8 +126,8 @@ class _OneHotWeightedBCE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits: Tensor, target_col: Tensor, pos_weight: Tensor,
-                neg_weight: Tensor, row_kind: Optional[Tensor],
-                reduction: str, with_column_sum: bool) -> tuple:
+                neg_weight: Tensor, row_kind: Optional[Tensor], reduction: str,
+                with_column_sum: bool) -> tuple:
         num_rows = logits.size(0)
         grad = torch.sigmoid(logits)  # p for now, the gradient below
         column_sum = grad.sum(0) if with_column_sum else grad.new_empty(0)
@@ -145,7 +145,8 @@ class _OneHotWeightedBCE(torch.autograd.Function):
         kind_t = row_kind[rows] if row_kind is not None else 0
         pos_w_t = pos_weight[cols]
         row_loss = row_loss.index_add(
-            0, rows, pos_w_t * F.softplus(-z_t) -
+            0, rows,
+            pos_w_t * F.softplus(-z_t) -
             neg_weight[kind_t, cols] * F.softplus(z_t))
 
         # gradient of the reduced loss: w_ij (p_ij - y_ij) * scale
@@ -375,8 +376,8 @@ class EQLoss(nn.Module):
         (e.g. for OHEM), 'sum' their sum, 'mean' (default) sum / N.
         """
         reduction = check_reduction(reduction_override or 'mean', 'EQLoss')
-        check_cls_inputs(cls_score, labels, self.num_classes,
-                         self.num_classes, 'EQLoss')
+        check_cls_inputs(cls_score, labels, self.num_classes, self.num_classes,
+                         'EQLoss')
         return self.loss_weight * eql_loss(cls_score, labels,
                                            self.tail_classes, reduction)
 

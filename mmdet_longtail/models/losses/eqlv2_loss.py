@@ -95,8 +95,8 @@ def eqlv2_gradient_increments(prob: ProbStats, labels: Tensor,
     """
     column_sum, prob_t = prob
     # positives: |p - 1| = 1 - p, one per row (y is one-hot)
-    pos = torch.zeros_like(column_sum).index_add_(
-        0, labels, (1 - prob_t) * pos_weight[labels])
+    pos = torch.zeros_like(column_sum).index_add_(0, labels, (1 - prob_t) *
+                                                  pos_weight[labels])
     # negatives: |p - 0| = p, every element but the target one
     neg = column_sum.index_add(0, labels, -prob_t).clamp_(min=0) * neg_weight
     return pos[:-1], neg[:-1]
@@ -193,12 +193,12 @@ class EQLv2(nn.Module):
         ``sigmoid(z_bg) > 0.5``) on all RoIs and of the class logits on the
         foreground RoIs."""
         is_background = labels == self.num_classes
-        predicted_background = cls_score[:, -1] > 0
-        acc_objectness = (predicted_background == is_background).float()
+        objectness_hits = ((cls_score[:, -1] > 0) == is_background).float()
+        acc_objectness = objectness_hits.mean() * 100 if labels.numel() \
+            else cls_score.new_tensor(0.)
         fg = ~is_background
         return dict(
-            acc_objectness=acc_objectness.mean() * 100
-            if labels.numel() else cls_score.new_tensor(0.),
+            acc_objectness=acc_objectness,
             acc_classes=accuracy(cls_score[fg, :-1], labels[fg]))
 
     def weights(self) -> Tuple[Tensor, Tensor]:
