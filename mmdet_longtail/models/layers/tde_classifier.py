@@ -54,12 +54,16 @@ def unit_heads(tensor: Tensor, num_heads: int) -> Tensor:
     return F.normalize(split_heads(tensor, num_heads), dim=-1, eps=MIN_NORM)
 
 
-def normalize_class_weight(weight: Tensor, num_heads: int,
-                           gamma: float) -> Tensor:
-    """``w_ck / (||w_ck|| + gamma)`` for every class row, ``(C, K, D/K)``."""
+def normalize_class_weight(weight: Tensor,
+                           num_heads: int,
+                           gamma: float,
+                           scale: float = 1.0) -> Tensor:
+    """``scale * w_ck / (||w_ck|| + gamma)`` for every class row,
+    ``(C, K, D/K)``."""
     parts = split_heads(weight, num_heads)
     norms = parts.norm(dim=-1, keepdim=True)
-    return parts / (norms + gamma).clamp(min=MIN_NORM)
+    # one division: the scale goes into the (C, K, 1) denominators
+    return parts / ((norms + gamma).clamp(min=MIN_NORM) / scale)
 
 
 def deconfounded_logits(features: Tensor, weight: Tensor, num_heads: int,
@@ -74,10 +78,11 @@ def deconfounded_logits(features: Tensor, weight: Tensor, num_heads: int,
         gamma (float): added to every head's weight norm.
     """
     x_hat = unit_heads(features, num_heads).flatten(1)
-    w_tilde = normalize_class_weight(weight, num_heads, gamma).flatten(1)
+    w_tilde = normalize_class_weight(weight, num_heads, gamma,
+                                     tau / num_heads).flatten(1)
     # sum over heads of per-head dot products == one dot product of the
     # concatenated (per-head normalised) vectors
-    return (tau / num_heads) * x_hat.matmul(w_tilde.t())
+    return x_hat.matmul(w_tilde.t())
 
 
 def tde_correction(features: Tensor, moving_average: Tensor, weight: Tensor,
@@ -96,8 +101,40 @@ def tde_correction(features: Tensor, moving_average: Tensor, weight: Tensor,
     e_hat = unit_heads(moving_average, num_heads)  # (K, D/K)
     w_tilde = normalize_class_weight(weight, num_heads, gamma)  # (C, K, D/K)
     cosines = torch.einsum('nkd,kd->nk', x_hat, e_hat)
-    class_projection = torch.einsum('kd,ckd->kc', e_hat, w_tilde)
-    return (tau / num_heads) * cosines.matmul(class_projection)
+    class_projection = torch.einsum('ckd,kd->ck', w_tilde, e_hat)
+    return (tau / num_heads) * cosines.matmul(class_projection.t())
+
+
+def deconfounded_and_tde_logits(features: Tensor, moving_average: Tensor,
+                                weight: Tensor, num_heads: int, tau: float,
+                                gamma: float, alpha: float) -> Tensor:
+    """``[z | t]``, ``(N, 2C)``: the de-confounded logits and the TDE logits
+    ``t = z - alpha * y0`` (:func:`deconfounded_logits`,
+    :func:`tde_correction`) with shared normalisations; ``y0`` is never
+    formed: ``t = z - alpha * cos @ projection`` is one fused product."""
+    x_hat = unit_heads(features, num_heads)  # (N, K, D/K)
+    w_tilde = normalize_class_weight(weight, num_heads, gamma,
+                                     tau / num_heads)  # tau / K included
+    e_hat = unit_heads(moving_average, num_heads)  # (K, D/K)
+    cosines = torch.einsum('nkd,kd->nk', x_hat, e_hat)
+    class_projection = torch.einsum('ckd,kd->ck', w_tilde, e_hat)
+    x_flat, w_flat = x_hat.flatten(1), w_tilde.flatten(1)
+    if torch.is_grad_enabled():
+        logits = x_flat.matmul(w_flat.t())
+        tde_logits = torch.addmm(
+            logits, cosines, class_projection.t(), alpha=-alpha)
+        return torch.cat([logits, tde_logits], dim=1)
+    # inference: both halves written in place into one buffer (no copies)
+    num_outputs = weight.size(0)
+    packed = x_flat.new_empty(x_flat.size(0), 2 * num_outputs)
+    logits = torch.mm(x_flat, w_flat.t(), out=packed[:, :num_outputs])
+    torch.addmm(
+        logits,
+        cosines,
+        class_projection.t(),
+        alpha=-alpha,
+        out=packed[:, num_outputs:])
+    return packed
 
 
 def foreground_mean(features: Tensor, labels: Tensor,
@@ -223,15 +260,13 @@ class TDEClassifier(nn.Module):
         return bool((parts.norm(dim=-1) > 0).all())
 
     def forward(self, features: Tensor) -> Tensor:
-        logits = deconfounded_logits(features, self.weight, self.num_heads,
-                                     self.tau, self.gamma)
         if self.training:
             self._update_moving_average(features)
-            return logits
-        correction = tde_correction(features, self.moving_average_feature,
-                                    self.weight, self.num_heads, self.tau,
-                                    self.gamma)
-        return torch.cat([logits, logits - self.alpha * correction], dim=1)
+            return deconfounded_logits(features, self.weight, self.num_heads,
+                                       self.tau, self.gamma)
+        return deconfounded_and_tde_logits(
+            features, self.moving_average_feature, self.weight,
+            self.num_heads, self.tau, self.gamma, self.alpha)
 
     @torch.no_grad()
     def _update_moving_average(self, features: Tensor) -> None:

@@ -38,23 +38,16 @@ SCORINGS = ('tde', 'tde-no-bg-exempt', 'deconfound')
 def background_exempt_log_scores(logits: Tensor, tde_logits: Tensor) -> Tensor:
     """Log of the background-exempted scores, ``(N, C + 1)``.
 
-    ``log score_bg = log p_bg`` and ``log score_c = log(1 - p_bg) +
-    log softmax(t_fg)_c`` with ``p = softmax(z)``; computed in log space
-    (``log(1 - p_bg) = logsumexp(z_fg) - logsumexp(z)``), so no epsilon is
-    needed. The scores sum to 1 over the C + 1 columns.
+    ``log score_bg = log p_bg`` and ``log score_c = log(sum_{j != bg} p_j) +
+    log softmax(t_fg)_c`` with ``p = softmax(z)``. The scores sum to 1 over
+    the C + 1 columns.
 
     Args:
         logits (Tensor): the de-confounded logits z, ``(N, C + 1)``.
         tde_logits (Tensor): the TDE logits t, ``(N, C + 1)``; its
             background column is not used.
     """
-    log_total = torch.logsumexp(logits, dim=1, keepdim=True)
-    log_foreground_mass = torch.logsumexp(
-        logits[:, :-1], dim=1, keepdim=True) - log_total
-    log_background = logits[:, -1:] - log_total
-    log_q_foreground = F.log_softmax(tde_logits[:, :-1], dim=1)
-    return torch.cat([log_foreground_mass + log_q_foreground, log_background],
-                     dim=1)
+    return tde_log_scores(torch.cat([logits, tde_logits], dim=1), 'tde')
 
 
 def tde_log_scores(packed_scores: Tensor, scoring: str = 'tde') -> Tensor:
@@ -65,15 +58,24 @@ def tde_log_scores(packed_scores: Tensor, scoring: str = 'tde') -> Tensor:
             :class:`TDEClassifier`), possibly averaged over cascade stages.
         scoring (str): one of :data:`SCORINGS`.
     """
-    logits, tde_logits = packed_scores.chunk(2, dim=1)
-    if scoring == 'tde':
-        return background_exempt_log_scores(logits, tde_logits)
-    if scoring == 'tde-no-bg-exempt':
-        return F.log_softmax(tde_logits, dim=1)
+    num_rois = packed_scores.size(0)
+    # (N, 2, C + 1): row 0 is z, row 1 is t; one softmax kernel for both
+    pair = packed_scores.reshape(num_rois, 2, -1)
     if scoring == 'deconfound':
-        return F.log_softmax(logits, dim=1)
-    raise ValueError(f'unknown TDE scoring {scoring!r}; use one of '
-                     f'{SCORINGS}')
+        return F.log_softmax(pair[:, 0], dim=1)
+    if scoring == 'tde-no-bg-exempt':
+        return F.log_softmax(pair[:, 1], dim=1)
+    if scoring != 'tde':
+        raise ValueError(f'unknown TDE scoring {scoring!r}; use one of '
+                         f'{SCORINGS}')
+    log_pq = F.log_softmax(pair, dim=2)
+    # log of the foreground masses sum_{j != bg} p_j and sum_{j != bg} q_j,
+    # summed from the foreground probabilities: 1 - p_bg would round to 0
+    # for confident background RoIs
+    log_fg_mass = log_pq[..., :-1].exp().sum(dim=2).log()
+    # log softmax(t_fg)_c = log q_c - log sum_{j != bg} q_j
+    shift = log_fg_mass[:, :1] - log_fg_mass[:, 1:]
+    return torch.cat([log_pq[:, 1, :-1] + shift, log_pq[:, 0, -1:]], dim=1)
 
 
 def check_scoring(scoring: str, owner: str) -> str:
