@@ -54,7 +54,8 @@ CONVERTER = 'model_converters/bags_convert.py'
 
 
 def test_decoupled_recipe_trains_only_the_classifiers(run_tool, tmp_path):
-    baseline_cfg = 'configs/lvis/faster-rcnn_r18-tiny_fpn_12e_synthetic-lvis.py'
+    baseline_cfg = 'configs/lvis/faster-rcnn_r18-tiny_fpn_12e_' \
+        'synthetic-lvis.py'
     decoupled_cfg = 'configs/bags/faster-rcnn_r18-tiny_fpn_bags-decoupled_' \
         '4e_synthetic-lvis.py'
     base_dir = str(tmp_path / 'baseline')
