@@ -23,6 +23,12 @@ runs once the backward pass of the step has finished (the losses of step t
 use the statistics of steps ``< t``), and the increments are summed across
 ranks, so every rank keeps the same statistics. ``g`` starts at 1, so
 training starts as a plain focal loss (``gamma_j = gamma_b``).
+
+Mixed precision (``--amp``): the gradients carry the loss scale, so
+``pos_grad`` / ``neg_grad`` are scaled too. A step's ratio is unchanged, but
+the sums weight the steps by the scale in use, which changes rarely (it
+doubles after 2000 finite steps and halves on an overflow; overflow steps
+add nothing). The authors train in fp32.
 """
 from typing import Optional, Tuple
 
@@ -33,6 +39,7 @@ import torch.nn.functional as F
 from mmengine.logging import print_log
 from torch import Tensor
 from torch.autograd import Variable
+from torch.autograd.function import once_differentiable
 
 from mmdet.models.losses.utils import weight_reduce_loss
 from mmdet.registry import MODELS
@@ -49,12 +56,50 @@ def efl_focusing_factors(pos_neg: Tensor, gamma_b: float,
     return gamma, gamma / gamma_b
 
 
-def one_hot_targets(labels: Tensor, num_classes: int,
-                    dtype: torch.dtype = torch.float32) -> Tensor:
-    """(N, C) 0/1 targets of labels in ``[0, C]``, ``C`` = background."""
-    target = labels.new_zeros((labels.numel(), num_classes + 1), dtype=dtype)
-    target.scatter_(1, labels.view(-1, 1), 1)
-    return target[:, :num_classes]
+def one_hot_targets(labels: Tensor, num_classes: int) -> Tensor:
+    """(N, C) boolean targets of labels in ``[0, C]``, ``C`` = background."""
+    classes = torch.arange(num_classes, device=labels.device)
+    return labels.view(-1, 1) == classes
+
+
+class EqualizedFocalLossFunction(torch.autograd.Function):
+    """Element-wise EFL with its analytic derivative.
+
+    With ``z = -x`` for a positive target and ``z = x`` for a negative one,
+    ``1 - p_t = sigmoid(z)`` and ``-log p_t = softplus(z)``, so each element
+    is ``l = c * q ** gamma * softplus(z)`` with ``q = sigmoid(z)`` and
+    ``c = alpha_t * weighting * w``, and::
+
+        dl/dx = dz/dx * c * q ** gamma * (gamma * (1 - q) * softplus(z) + q)
+
+    One saved tensor and a single product in backward replace autograd's
+    chain of about ten intermediates (the loss runs on every anchor x class
+    of every FPN level). Not twice differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, pred: Tensor, target: Tensor, gamma: Tensor,
+                weighting: Tensor, alpha: float,
+                weight: Optional[Tensor]) -> Tensor:
+        z = torch.where(target, -pred, pred)
+        log_q = F.logsigmoid(z)
+        modulator = torch.exp(gamma * log_q)  # (1 - p_t) ** gamma_j
+        nll = F.softplus(z)  # -log p_t
+        coef = torch.where(target, alpha, 1 - alpha) * weighting
+        if weight is not None:
+            coef = coef * weight
+        coef_modulator = coef * modulator
+        if ctx.needs_input_grad[0]:
+            q = log_q.exp()
+            dl_dz = coef_modulator * (gamma * (1 - q) * nll + q)
+            ctx.save_for_backward(torch.where(target, -dl_dz, dl_dz))
+        return coef_modulator * nll
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss: Tensor) -> tuple:
+        derivative, = ctx.saved_tensors
+        return grad_loss * derivative, None, None, None, None, None
 
 
 def equalized_focal_loss(pred: Tensor,
@@ -67,9 +112,12 @@ def equalized_focal_loss(pred: Tensor,
                          avg_factor: Optional[float] = None) -> Tensor:
     """Equalized focal loss of logits ``pred`` (N, C).
 
+    ``sum_ij w_ij alpha_t weighting_j (1 - p_t) ** gamma_j (-log p_t)``,
+    reduced like mmdet's losses (``weight_reduce_loss``).
+
     Args:
         pred (Tensor): logits (N, C).
-        target (Tensor): 0/1 targets (N, C), same dtype as ``pred``.
+        target (Tensor): targets (N, C), boolean or 0/1.
         gamma (Tensor): focusing factor per class (C,).
         weighting (Tensor): weighting factor per class (C,).
         alpha (float): weight of the positive targets. Defaults to 0.25.
@@ -82,34 +130,34 @@ def equalized_focal_loss(pred: Tensor,
     Returns:
         Tensor: the reduced loss ((N, C) with ``reduction='none'``).
     """
-    # 1 - p_t = sigmoid(x) for negatives and sigmoid(-x) for positives;
-    # written this way it keeps full precision when p is close to 1.
-    one_minus_pt = torch.sigmoid(pred * (1 - 2 * target))
-    alpha_t = alpha * target + (1 - alpha) * (1 - target)
-    # -log p_t, computed from the logits for numerical stability
-    nll = F.binary_cross_entropy_with_logits(pred, target, reduction='none')
-    loss = alpha_t * weighting * one_minus_pt.pow(gamma) * nll
+    if target.dtype != torch.bool:
+        target = target > 0.5
     if weight is not None:
-        weight = weight.view(loss.size(0), -1).to(loss.dtype)
-    return weight_reduce_loss(loss, weight, reduction, avg_factor)
+        weight = weight.reshape(pred.size(0), -1).to(pred.dtype)
+    loss = EqualizedFocalLossFunction.apply(pred, target,
+                                            gamma.to(pred), weighting.to(pred),
+                                            alpha, weight)
+    return weight_reduce_loss(loss, None, reduction, avg_factor)
 
 
-def gradient_statistics(grad: Tensor, target: Tensor,
-                        valid: Optional[Tensor] = None
-                        ) -> Tuple[Tensor, Tensor]:
-    """Per-class sums of the gradient magnitude over positive and negative
-    targets, ``(sum_i y_ij |g_ij|, sum_i (1 - y_ij) |g_ij|)``.
+def gradient_statistics(grad: Tensor,
+                        labels: Tensor) -> Tuple[Tensor, Tensor]:
+    """Per-class sums of the gradient magnitude over the positive and the
+    negative targets, ``(sum_i y_ij |g_ij|, sum_i (1 - y_ij) |g_ij|)``.
 
     Args:
         grad (Tensor): gradient of the loss w.r.t. the logits (N, C).
-        target (Tensor): 0/1 targets (N, C).
-        valid (Tensor, optional): (N, 1) or (N, C) mask of the elements that
-            count (anchors with a non-zero label weight). Defaults to all.
+            Anchors with label weight 0 have a zero gradient, so they add
+            nothing.
+        labels (Tensor): (N,) in ``[0, C]``, ``C`` = background.
     """
+    num_classes = grad.size(1)
     magnitude = grad.abs()
-    if valid is not None:
-        magnitude = magnitude * valid
-    positive = (magnitude * target).sum(0)
+    # |g| of each anchor at its own class; background anchors land in an
+    # extra bin C that is dropped
+    own = magnitude.gather(1, labels.clamp(max=num_classes - 1).view(-1, 1))
+    positive = magnitude.new_zeros(num_classes + 1).index_add_(
+        0, labels, own.view(-1))[:num_classes]
     return positive, magnitude.sum(0) - positive
 
 
@@ -218,7 +266,9 @@ class EFL(nn.Module):
                         'loss_cls config so the head outputs C)')
             raise ValueError(f'EFL: cls_score must be (N, {self.num_classes})'
                              f', got {tuple(cls_score.shape)}{hint}')
-        if not torch.isfinite(cls_score).all():
+        # one reduction instead of a mask: any NaN / inf makes the sum
+        # non-finite (float32 accumulation, so fp16 logits cannot overflow)
+        if not torch.isfinite(cls_score.sum(dtype=torch.float32)):
             bad = int((~torch.isfinite(cls_score)).sum())
             raise ValueError(f'EFL: {bad} of {cls_score.numel()} '
                              f'classification logits are not finite (NaN or '
@@ -248,11 +298,10 @@ class EFL(nn.Module):
                              f'{tuple(label_weights.shape)}')
 
     # -------------------------------------------------------- statistics
-    def _collect(self, grad: Tensor, target: Tensor,
-                 valid: Optional[Tensor]) -> None:
+    def _collect(self, grad: Tensor, labels: Tensor) -> None:
         """Tensor hook on the logits: add this call's gradient magnitudes to
         the step's sums and schedule the update for the end of backward."""
-        positive, negative = gradient_statistics(grad.detach(), target, valid)
+        positive, negative = gradient_statistics(grad.detach(), labels)
         increment = torch.cat([positive, negative]).float()
         self._pending = increment if self._pending is None \
             else self._pending + increment
@@ -316,22 +365,17 @@ class EFL(nn.Module):
 
         # a view of its own, so the hook sees this loss's gradient only
         logits = cls_score.float().view_as(cls_score)
-        target = one_hot_targets(labels, self.num_classes, logits.dtype)
         gamma, weighting = efl_focusing_factors(self.pos_neg.detach(),
                                                 self.gamma_b,
                                                 self.scale_factor)
         if logits.requires_grad and self.training:
-            valid = None
-            if label_weights is not None:
-                valid = (label_weights.detach().view(logits.size(0), -1)
-                         > 0).to(logits.dtype)
-            logits.register_hook(
-                lambda grad: self._collect(grad, target, valid))
+            labels = labels.detach()
+            logits.register_hook(lambda grad: self._collect(grad, labels))
         loss = equalized_focal_loss(
             logits,
-            target,
-            gamma.to(logits),
-            weighting.to(logits),
+            one_hot_targets(labels, self.num_classes),
+            gamma,
+            weighting,
             alpha=self.alpha,
             weight=label_weights,
             reduction=reduction,
