@@ -1,7 +1,7 @@
 # Focal-loss RetinaNet R50-FPN on LVIS v1, the baseline of the EFL configs:
-# repeat factor sampling (t = 1e-3), multi-scale (1333, 640..800) training,
-# 2x schedule, box-only pipelines, and EFL's optimisation settings (lr 0.02
-# for 16 images, gradient clipping at 35, a one-epoch linear warm-up).
+# repeat factor sampling (t = 1e-3, ceil), multi-scale (1333, 640..800)
+# training, 2x schedule, box-only pipelines, and EFL's optimisation settings
+# (lr 0.02 for 16 images, gradient clipping at 35, one-epoch linear warm-up).
 _base_ = [
     'mmdet::_base_/models/retinanet_r50_fpn.py',
     '../_base_/datasets/lvis_v1_instance.py',
@@ -37,6 +37,7 @@ train_dataloader = dict(
         _delete_=True,
         type='RFSDataset',
         threshold=1e-3,
+        mode='ceil',  # EFL's code rounds repeat factors up
         dataset={
             **_base_.train_dataloader.dataset, 'pipeline': train_pipeline
         }))
