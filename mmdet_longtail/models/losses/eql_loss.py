@@ -114,6 +114,44 @@ class ProbStats(NamedTuple):
     target: Tensor  # (M,) p at the target elements, rows with a target
 
 
+def one_hot_row_losses(logits: Tensor, rows: Tensor, cols: Tensor,
+                       pos_w_t: Tensor, neg_weight: Tensor,
+                       row_kind: Optional[Tensor]) -> Tensor:
+    """``sum_j w_ij BCE(z_ij, y_ij)`` per row; (rows, cols) are the target
+    elements and ``pos_w_t`` their weights."""
+    # every row's loss as if it had no positive element ...
+    neg_sums = weighted_softplus_sums(logits, neg_weight)
+    if neg_weight.size(0) == 1:
+        row_loss = neg_sums[:, 0]
+    else:
+        row_loss = neg_sums.gather(1, row_kind[:, None])[:, 0]
+    # ... then the target element's negative term swapped for its positive
+    # one, BCE(z, 1) = softplus(-z)
+    z_t = logits[rows, cols]
+    kind_t = row_kind[rows] if row_kind is not None else 0
+    return row_loss.index_add(
+        0, rows,
+        pos_w_t * F.softplus(-z_t) -
+        neg_weight[kind_t, cols] * F.softplus(z_t))
+
+
+def one_hot_gradient_(prob: Tensor, rows: Tensor, cols: Tensor,
+                      pos_w_t: Tensor, neg_weight: Tensor,
+                      row_kind: Optional[Tensor], scale: float) -> Tensor:
+    """Turn ``prob = sigmoid(z)`` in place into the gradient
+    ``scale * w_ij (p_ij - y_ij)``."""
+    p_t = prob[rows, cols]
+    # rows of kind 0 in one broadcast product, the others by index
+    other_kinds = [(kind, torch.nonzero(row_kind == kind)[:, 0])
+                   for kind in range(1, neg_weight.size(0))]
+    other_probs = [prob[sub] for _, sub in other_kinds]
+    grad = prob.mul_(neg_weight[0] * scale)
+    for (kind, sub), other in zip(other_kinds, other_probs):
+        grad[sub] = other.mul_(neg_weight[kind] * scale)
+    grad[rows, cols] = pos_w_t * (p_t - 1) * scale
+    return grad
+
+
 class _OneHotWeightedBCE(torch.autograd.Function):
     """Autograd function of :func:`one_hot_weighted_bce`.
 
@@ -128,36 +166,17 @@ class _OneHotWeightedBCE(torch.autograd.Function):
     def forward(ctx, logits: Tensor, target_col: Tensor, pos_weight: Tensor,
                 neg_weight: Tensor, row_kind: Optional[Tensor], reduction: str,
                 with_column_sum: bool) -> tuple:
-        num_rows = logits.size(0)
-        grad = torch.sigmoid(logits)  # p for now, the gradient below
-        column_sum = grad.sum(0) if with_column_sum else grad.new_empty(0)
-        # every row's loss as if it had no positive element
-        neg_sums = weighted_softplus_sums(logits, neg_weight)
-        if neg_weight.size(0) == 1:
-            row_loss = neg_sums[:, 0]
-        else:
-            row_loss = neg_sums.gather(1, row_kind[:, None])[:, 0]
-        # swap the target element's negative term for its positive one,
-        # BCE(z, 1) = softplus(-z)
         rows = torch.nonzero(target_col >= 0)[:, 0]
         cols = target_col[rows]
-        z_t, p_t = logits[rows, cols], grad[rows, cols]
-        kind_t = row_kind[rows] if row_kind is not None else 0
         pos_w_t = pos_weight[cols]
-        row_loss = row_loss.index_add(
-            0, rows,
-            pos_w_t * F.softplus(-z_t) -
-            neg_weight[kind_t, cols] * F.softplus(z_t))
-
-        # gradient of the reduced loss: w_ij (p_ij - y_ij) * scale
-        scale = 1.0 / max(num_rows, 1) if reduction == 'mean' else 1.0
-        other_kinds = [(kind, torch.nonzero(row_kind == kind)[:, 0])
-                       for kind in range(1, neg_weight.size(0))]
-        other_probs = [grad[sub] for _, sub in other_kinds]
-        grad.mul_(neg_weight[0] * scale)
-        for (kind, sub), prob in zip(other_kinds, other_probs):
-            grad[sub] = prob.mul_(neg_weight[kind] * scale)
-        grad[rows, cols] = pos_w_t * (p_t - 1) * scale
+        row_loss = one_hot_row_losses(logits, rows, cols, pos_w_t, neg_weight,
+                                      row_kind)
+        prob = torch.sigmoid(logits)
+        column_sum = prob.sum(0) if with_column_sum else prob.new_empty(0)
+        p_t = prob[rows, cols]
+        scale = 1.0 / max(logits.size(0), 1) if reduction == 'mean' else 1.0
+        grad = one_hot_gradient_(prob, rows, cols, pos_w_t, neg_weight,
+                                 row_kind, scale)
 
         ctx.save_for_backward(grad)
         ctx.reduction = reduction
