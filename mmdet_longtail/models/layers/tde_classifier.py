@@ -112,13 +112,15 @@ def deconfounded_and_tde_logits(features: Tensor, moving_average: Tensor,
     ``t = z - alpha * y0`` (:func:`deconfounded_logits`,
     :func:`tde_correction`) with shared normalisations; ``y0`` is never
     formed: ``t = z - alpha * cos @ projection`` is one fused product."""
-    x_hat = unit_heads(features, num_heads)  # (N, K, D/K)
-    w_tilde = normalize_class_weight(weight, num_heads, gamma,
-                                     tau / num_heads)  # tau / K included
-    e_hat = unit_heads(moving_average, num_heads)  # (K, D/K)
-    cosines = torch.einsum('nkd,kd->nk', x_hat, e_hat)
-    class_projection = torch.einsum('ckd,kd->ck', w_tilde, e_hat)
-    x_flat, w_flat = x_hat.flatten(1), w_tilde.flatten(1)
+    x_flat = unit_heads(features, num_heads).flatten(1)  # (N, D)
+    w_flat = normalize_class_weight(weight, num_heads, gamma,
+                                    tau / num_heads).flatten(1)  # (C, D)
+    # per-head dot products with e^_k as one product with the (D, K)
+    # block-diagonal matrix whose column k holds e^_k in the rows of head k
+    e_blocks = torch.block_diag(
+        *unit_heads(moving_average, num_heads).unsqueeze(-1))
+    cosines = x_flat.matmul(e_blocks)  # (N, K)
+    class_projection = w_flat.matmul(e_blocks)  # (C, K), tau / K included
     if torch.is_grad_enabled():
         logits = x_flat.matmul(w_flat.t())
         tde_logits = torch.addmm(

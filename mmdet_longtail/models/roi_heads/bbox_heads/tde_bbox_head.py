@@ -29,6 +29,11 @@ from mmdet.models.roi_heads.bbox_heads import Shared2FCBBoxHead
 from mmdet.registry import MODELS
 from mmdet_longtail.models.layers.tde_classifier import check_tde_settings
 
+#: floor of the log-probabilities handed to mmdet's softmax: exp() of
+#: smaller values is subnormal in float32, which CPUs compute about 100x
+#: slower; probabilities below 1e-30 are far below any score threshold
+MIN_LOG_SCORE = math.log(1e-30)
+
 #: test-time scorings: TDE with background exemption (the paper's method),
 #: TDE logits through a plain softmax (the paper's ablation, Table 5), and
 #: the de-confounded logits through a plain softmax (no TDE)
@@ -53,11 +58,19 @@ def background_exempt_log_scores(logits: Tensor, tde_logits: Tensor) -> Tensor:
 def tde_log_scores(packed_scores: Tensor, scoring: str = 'tde') -> Tensor:
     """Log-probabilities ``(N, C + 1)`` from the classifier's test output.
 
+    Log-probabilities below :data:`MIN_LOG_SCORE` (probabilities below
+    1e-30) are raised to it.
+
     Args:
         packed_scores (Tensor): ``[z | t]``, ``(N, 2 (C + 1))`` (see
             :class:`TDEClassifier`), possibly averaged over cascade stages.
         scoring (str): one of :data:`SCORINGS`.
     """
+    return _unclamped_log_scores(packed_scores,
+                                 scoring).clamp_(min=MIN_LOG_SCORE)
+
+
+def _unclamped_log_scores(packed_scores: Tensor, scoring: str) -> Tensor:
     num_rois = packed_scores.size(0)
     # (N, 2, C + 1): row 0 is z, row 1 is t; one softmax kernel for both
     pair = packed_scores.reshape(num_rois, 2, -1)
