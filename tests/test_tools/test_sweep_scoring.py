@@ -17,10 +17,11 @@ from conftest import REPO_ROOT, last_checkpoint
 
 CONFIG = 'configs/norcal/faster-rcnn_r18-tiny_fpn_norcal_12e_synthetic-lvis.py'
 TOOL = 'analysis_tools/sweep_scoring.py'
-# 2 epochs with a short warm-up: a detector with AP > 0 in ~25 s
+# 2 epochs with a short warm-up and a fixed seed: a detector with a
+# reproducible AP > 0 (about 5%) in ~25 s
 TRAIN_OPTIONS = [
     'train_cfg.max_epochs=2', 'train_cfg.val_interval=10',
-    'param_scheduler.0.end=4'
+    'param_scheduler.0.end=4', 'randomness.seed=1'
 ]
 # a NorCal gamma and a tau-norm setting, each checked against tools/test.py
 GAMMA, TAU = 0.5, 1.0
