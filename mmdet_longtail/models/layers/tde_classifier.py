@@ -121,12 +121,13 @@ def deconfounded_and_tde_logits(features: Tensor, moving_average: Tensor,
         *unit_heads(moving_average, num_heads).unsqueeze(-1))
     cosines = x_flat.matmul(e_blocks)  # (N, K)
     class_projection = w_flat.matmul(e_blocks)  # (C, K), tau / K included
-    if torch.is_grad_enabled():
+    if torch.is_grad_enabled() or torch.is_autocast_enabled() or \
+            x_flat.dtype != w_flat.dtype:
         logits = x_flat.matmul(w_flat.t())
         tde_logits = torch.addmm(
             logits, cosines, class_projection.t(), alpha=-alpha)
         return torch.cat([logits, tde_logits], dim=1)
-    # inference: both halves written in place into one buffer (no copies)
+    # plain inference: both halves written into one buffer (no copies)
     num_outputs = weight.size(0)
     packed = x_flat.new_empty(x_flat.size(0), 2 * num_outputs)
     logits = torch.mm(x_flat, w_flat.t(), out=packed[:, :num_outputs])
@@ -192,9 +193,8 @@ class TDEClassifier(nn.Module):
       :meth:`roi_labels`. Under distributed training the ranks' increments
       are averaged (all-reduce), so every rank holds the same ``e``.
     * Evaluation: returns ``[z | t]``, ``(N, 2 (C + 1))``, with the TDE
-      logits ``t = z - alpha * y0``. Both halves are linear in the head's
-      outputs, so Cascade / HTC can average them over stages; the box head
-      turns them into probabilities once.
+      logits ``t = z - alpha * y0``. Cascade / HTC average both halves over
+      the stages; the box head turns them into probabilities once.
 
     Args:
         in_features (int): D, the RoI feature size (input of the classifier).

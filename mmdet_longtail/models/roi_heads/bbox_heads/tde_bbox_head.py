@@ -157,10 +157,11 @@ class TDEBBoxHead(Shared2FCBBoxHead):
                 f'feature dimension) is not divisible by num_heads='
                 f'{num_heads}')
         check_tde_settings(fc_out_channels, num_heads, tau, gamma, momentum)
-        self.scoring = check_scoring(scoring, 'TDEBBoxHead')
+        check_scoring(scoring, 'TDEBBoxHead')
         default_init = kwargs.get('init_cfg') is None
         super().__init__(**kwargs)
         self._check_loss()
+        self.scoring = scoring
         self.cls_predictor_cfg = ConfigDict(
             type='TDEClassifier',
             num_heads=num_heads,
