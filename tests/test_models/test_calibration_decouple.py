@@ -14,7 +14,9 @@ BASELINE = 'configs/lvis/mask-rcnn_r18-tiny_fpn_12e_synthetic-lvis.py'
 CRT = 'configs/decouple/mask-rcnn_r18-tiny_fpn_crt_cas-4e_synthetic-lvis.py'
 LWS = 'configs/decouple/mask-rcnn_r18-tiny_fpn_lws_cas-4e_synthetic-lvis.py'
 CLASSIFIER = 'roi_head.bbox_head.fc_cls.'
-ONE_EPOCH = ['train_cfg.max_epochs=1', 'param_scheduler.0.end=2']
+ONE_EPOCH = [
+    'train_cfg.max_epochs=1', 'param_scheduler.0.end=2', 'randomness.seed=0'
+]
 
 
 def load_tool(relpath: str):
