@@ -164,6 +164,14 @@ class RFSDataset:
         repeat_factors (np.ndarray): float64 (N,), r(I) of every image of the
             wrapped dataset.
         epoch (int): The epoch whose list is in use.
+        seed (int): The seed in use; ``seed_given`` says whether it came from
+            the constructor (then ``RFSEpochHook`` keeps it).
+
+    Note:
+        mmengine's epoch-based loop computes its total number of iterations
+        once, from the first length; ``RFSEpochHook`` re-estimates it each
+        epoch so that the logged ETA stays right. Schedulers converted from
+        epochs to iterations keep the first epoch's length.
     """
 
     def __init__(self,
@@ -197,7 +205,7 @@ class RFSDataset:
         self._indices_key = None
         self._indices = np.zeros(0, dtype=np.int64)
         self._warned_stale_epoch = False
-        self._log_epoch(self._current_indices())
+        self._log_factors()
 
     @staticmethod
     def _build(dataset: Union[BaseDataset, dict]):
@@ -257,14 +265,25 @@ class RFSDataset:
             self._indices_key = (seed, epoch)
         return self._indices
 
-    def _log_epoch(self, indices: np.ndarray) -> None:
+    def _log_factors(self) -> None:
         repeated = int(np.count_nonzero(self.repeat_factors > 1))
         max_factor = float(self.repeat_factors.max(initial=1.0))
-        seed = f', seed {self.seed}' if self.mode == 'stochastic' else ''
+        if self.mode == 'ceil':
+            length = f'epoch length {len(self._current_indices())}'
+        else:
+            length = (f'expected epoch length '
+                      f'{self.repeat_factors.sum():.1f}')
         print_log(
-            f'RFSDataset (t={self.threshold:g}, {self.mode}{seed}) epoch '
-            f'{self.epoch}: {repeated} of {len(self.repeat_factors)} images '
-            f'have r(I) > 1 (max {max_factor:.2f}), epoch length '
+            f'RFSDataset (t={self.threshold:g}, {self.mode}): {repeated} of '
+            f'{len(self.repeat_factors)} images have r(I) > 1 (max '
+            f'{max_factor:.2f}), {length}',
+            logger='current')
+
+    def _log_epoch(self, indices: np.ndarray) -> None:
+        if self.mode == 'ceil':
+            return  # the same list every epoch, logged once
+        print_log(
+            f'RFSDataset epoch {self.epoch} (seed {self.seed}): epoch length '
             f'{len(indices)} (expected {self.repeat_factors.sum():.1f}), '
             f'list digest {index_list_digest(indices):08x}',
             logger='current')

@@ -63,12 +63,12 @@ def test_class_rounds_and_image_cycles():
     num_classes, num_images = 40, 300
     # a long tail: class c in about 150 / (c + 1) random images
     per_class = [
-        np.sort(rng.choice(num_images, size=max(1, 150 // (c + 1)),
-                           replace=False)) for c in range(num_classes)
+        np.sort(
+            rng.choice(num_images, size=max(1, 150 // (c + 1)), replace=False))
+        for c in range(num_classes)
     ]
     per_class[7] = np.zeros(0, dtype=np.int64)  # a class without images
-    offsets = np.concatenate(
-        [[0], np.cumsum([len(p) for p in per_class])])
+    offsets = np.concatenate([[0], np.cumsum([len(p) for p in per_class])])
     images = np.concatenate(per_class).astype(np.int64)
     valid = [c for c in range(num_classes) if len(per_class[c])]
 

@@ -278,6 +278,8 @@ class FakeLoop:
 
     def __init__(self, dataloader):
         self.dataloader = dataloader
+        self.max_epochs = 5
+        self._max_iters = 0
 
 
 class FakeRunner:
@@ -287,6 +289,7 @@ class FakeRunner:
         self.train_loop = FakeLoop(dataloader)
         self.seed = seed
         self.epoch = 0
+        self.iter = 0
 
 
 def aspect_ratio_loader(dataset):
@@ -315,6 +318,10 @@ def test_hook_sets_run_seed_epoch_and_sampler_length():
         seen = [img for batch in loader for img in batch]
         assert sorted(seen) == expected
         assert len(loader.batch_sampler.sampler) == len(expected)
+        # the loop's total (for the ETA) follows the epoch length
+        assert runner.train_loop._max_iters == \
+            runner.iter + (5 - epoch) * len(loader)
+        runner.iter += len(loader)
 
     given = RFSDataset(SixImages(), threshold=0.5, seed=9)
     hook.before_train(FakeRunner(aspect_ratio_loader(given), seed=1234))

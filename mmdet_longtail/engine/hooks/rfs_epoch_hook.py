@@ -73,6 +73,18 @@ def _train_samplers(dataloader) -> list:
     return unique
 
 
+def _update_max_iters(runner) -> None:
+    """Re-estimate an epoch-based loop's total iterations (used for the ETA)
+    from the current epoch length; the loop computed it once, from the
+    length at construction."""
+    loop = runner.train_loop
+    max_epochs = getattr(loop, 'max_epochs', None)
+    if max_epochs is None or not hasattr(loop, '_max_iters'):
+        return  # iteration-based loops have a fixed number of iterations
+    remaining = max(max_epochs - runner.epoch, 0)
+    loop._max_iters = runner.iter + remaining * len(runner.train_dataloader)
+
+
 @HOOKS.register_module()
 class RFSEpochHook(Hook):
     """Advance :class:`RFSDataset` to the training epoch.
@@ -123,6 +135,7 @@ class RFSEpochHook(Hook):
             dataset.set_epoch(runner.epoch)
         for sampler in _train_samplers(runner.train_dataloader):
             refresh_sampler_length(sampler)
+        _update_max_iters(runner)
         if self.check_ranks:
             self._check_ranks(datasets)
 
