@@ -15,6 +15,7 @@ import pytest
 import torch
 from mmengine.dataset import (BaseDataset, ClassBalancedDataset,
                               DefaultSampler)
+from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
 from torch.utils.data import DataLoader, SequentialSampler
 
 from mmdet.datasets.base_det_dataset import BaseDetDataset
@@ -274,12 +275,20 @@ def test_persistent_workers_follow_the_epoch():
 
 
 # ------------------------------------------------------------- the hook
-class FakeLoop:
+class FakeLoop(EpochBasedTrainLoop):
+
+    def __init__(self, dataloader):  # no runner: only what the hook reads
+        self.dataloader = dataloader
+        self._max_epochs = 5
+        self._max_iters = 0
+
+
+class FakeIterLoop(IterBasedTrainLoop):
 
     def __init__(self, dataloader):
         self.dataloader = dataloader
-        self.max_epochs = 5
-        self._max_iters = 0
+        self._max_epochs = 1
+        self._max_iters = 1000
 
 
 class FakeRunner:
@@ -326,6 +335,12 @@ def test_hook_sets_run_seed_epoch_and_sampler_length():
     given = RFSDataset(SixImages(), threshold=0.5, seed=9)
     hook.before_train(FakeRunner(aspect_ratio_loader(given), seed=1234))
     assert given.seed == 9
+
+    # an iteration-based loop keeps its number of iterations
+    iter_runner = FakeRunner(aspect_ratio_loader(given), seed=1)
+    iter_runner.train_loop = FakeIterLoop(iter_runner.train_dataloader)
+    hook.before_train(iter_runner)
+    assert iter_runner.train_loop.max_iters == 1000
 
 
 def test_missing_hook_is_reported():

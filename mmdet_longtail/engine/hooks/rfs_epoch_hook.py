@@ -13,6 +13,7 @@ from mmengine.dataset import DefaultSampler, InfiniteSampler
 from mmengine.dist import all_gather_object, broadcast_object_list
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
+from mmengine.runner import EpochBasedTrainLoop
 
 from mmdet.registry import HOOKS
 from mmdet_longtail.datasets.rfs_dataset import (RFSDataset, index_list_digest)
@@ -78,10 +79,9 @@ def _update_max_iters(runner) -> None:
     from the current epoch length; the loop computed it once, from the
     length at construction."""
     loop = runner.train_loop
-    max_epochs = getattr(loop, 'max_epochs', None)
-    if max_epochs is None or not hasattr(loop, '_max_iters'):
+    if not isinstance(loop, EpochBasedTrainLoop):
         return  # iteration-based loops have a fixed number of iterations
-    remaining = max(max_epochs - runner.epoch, 0)
+    remaining = max(loop.max_epochs - runner.epoch, 0)
     loop._max_iters = runner.iter + remaining * len(runner.train_dataloader)
 
 
