@@ -42,18 +42,37 @@ def restore_rng_state(state: dict) -> None:
 class RNGStateHook(Hook):
     """Keep every rank's RNG state in checkpoints for exact resumption.
 
-    Checkpoints are written by rank 0, so the states of all ranks are
-    gathered into it. A checkpoint from a run with another world size
-    restores rank 0's state on every rank (and logs a warning).
+    Checkpoints are written by rank 0 only (``Runner.save_checkpoint`` is
+    ``master_only``), so a collective call there would hang. In a
+    distributed run, every rank therefore takes a snapshot after each train
+    iteration and epoch; the hook runs before ``CheckpointHook`` (priority
+    LOW vs VERY_LOW), which then saves the gathered states. A checkpoint
+    from a run with another world size restores rank 0's state on every
+    rank (and logs a warning).
     """
-    priority = 'VERY_LOW'  # capture after other hooks consumed randomness
-
-    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
-        states: List[Optional[dict]] = all_gather_object(capture_rng_state())
-        checkpoint[CHECKPOINT_KEY] = states
+    priority = 'LOW'
 
     def __init__(self) -> None:
         self._pending_state: Optional[dict] = None
+        self._gathered: Optional[List[dict]] = None
+
+    def _snapshot(self) -> None:
+        if get_dist_info()[1] > 1:
+            self._gathered = all_gather_object(capture_rng_state())
+
+    def after_train_iter(self, runner, batch_idx: int, data_batch=None,
+                         outputs=None) -> None:
+        self._snapshot()
+
+    def after_train_epoch(self, runner) -> None:
+        self._snapshot()
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        if get_dist_info()[1] > 1:
+            if self._gathered is not None:
+                checkpoint[CHECKPOINT_KEY] = self._gathered
+        else:
+            checkpoint[CHECKPOINT_KEY] = [capture_rng_state()]
 
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
         states = checkpoint.get(CHECKPOINT_KEY)
