@@ -11,4 +11,3 @@ train_dataloader = dict(
         type='RFSDataset',
         threshold=0.08,
         dataset=_base_.train_dataloader.dataset))
-custom_hooks = _base_.custom_hooks + [dict(type='RFSEpochHook')]

@@ -1,6 +1,6 @@
 # Mask R-CNN R-50-FPN on LVIS v1 with repeat factor sampling, t = 1e-3 (LVIS paper,
 # App. B.2): r(I) = max(1, max_c sqrt(t / f(c))), stochastic rounding
-# redrawn every epoch by RFSEpochHook.
+# redrawn every epoch by RFSEpochHook (default runtime).
 _base_ = '../lvis/mask-rcnn_r50_fpn_ms-1x_lvis-v1.py'
 
 train_dataloader = dict(
@@ -9,4 +9,3 @@ train_dataloader = dict(
         type='RFSDataset',
         threshold=1e-3,
         dataset=_base_.train_dataloader.dataset))
-custom_hooks = _base_.custom_hooks + [dict(type='RFSEpochHook')]
