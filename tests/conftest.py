@@ -5,11 +5,13 @@ dataset through MMLT_SYNTHETIC_ROOT, which the synthetic configs read.
 """
 import os
 import os.path as osp
+import signal
 import subprocess
 import sys
 from typing import Dict, List, Optional
 
 import pytest
+import torch
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -22,6 +24,12 @@ SMALL_SYNTHETIC = dict(
     max_class_images=24,
     min_class_images=1,
     seed=0)
+
+# Threads per pytest worker: more threads than cores (pytest-xdist workers x
+# torch threads) makes every CPU kernel wait on the others.
+THREADS = str(max(1, (os.cpu_count() or 1) //
+                  int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))))
+torch.set_num_threads(int(THREADS))
 
 # Settings that make a tiny config train and test in seconds.
 FAST_CFG_OPTIONS = [
@@ -42,6 +50,23 @@ def synthetic_root(tmp_path_factory) -> str:
     return root + '/'
 
 
+def run_in_own_group(cmd: List[str], env: Dict[str, str],
+                     timeout: int) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in a new process group; on timeout kill the whole group
+    (torchrun's ranks and dataloader workers too, not only the launcher)."""
+    with subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          start_new_session=True) as popen:
+        try:
+            stdout, _ = popen.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(popen.pid, signal.SIGKILL)
+            stdout, _ = popen.communicate()
+            raise AssertionError(f'{" ".join(cmd)} timed out after '
+                                 f'{timeout} s:\n{stdout[-6000:]}')
+    return subprocess.CompletedProcess(cmd, popen.returncode, stdout)
+
+
 class ToolRunner:
     """Run ``tools/<name>`` in a subprocess on the small synthetic set."""
 
@@ -52,7 +77,7 @@ class ToolRunner:
         env = dict(os.environ)
         env['MMLT_SYNTHETIC_ROOT'] = self.data_root
         env['PYTHONPATH'] = REPO_ROOT + os.pathsep + env.get('PYTHONPATH', '')
-        env.setdefault('OMP_NUM_THREADS', '2')
+        env.setdefault('OMP_NUM_THREADS', THREADS)
         if extra:
             env.update(extra)
         return env
@@ -67,14 +92,11 @@ class ToolRunner:
         cmd = [sys.executable, osp.join(REPO_ROOT, 'tools', tool), *args]
         if tool.endswith('.sh'):
             cmd = ['bash', osp.join(REPO_ROOT, 'tools', tool), *args]
-        proc = subprocess.run(
-            cmd,
-            cwd=REPO_ROOT,
-            env=self.env(dict(env or {}, PYTHON=sys.executable)),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            timeout=timeout)
+        extra = dict(env or {}, PYTHON=sys.executable)
+        if tool.startswith('dist_'):
+            # the ranks share the cores: one thread each
+            extra.setdefault('OMP_NUM_THREADS', '1')
+        proc = run_in_own_group(cmd, self.env(extra), timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f'{" ".join(cmd)} failed '
                                  f'({proc.returncode}):\n{proc.stdout[-6000:]}')

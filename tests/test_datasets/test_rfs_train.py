@@ -68,16 +68,8 @@ def test_rfs_two_process_ddp(run_tool, synthetic_root, tmp_path):
         'train_dataloader.batch_size=2',
         'default_hooks.logger.interval=1',
         'train_cfg.val_begin=2',
-        # RNGStateHook gathers across ranks inside the rank-0-only
-        # save_checkpoint and hangs under DDP (a foundation issue): no
-        # checkpoint in this run
-        'default_hooks.checkpoint=None',
         *SEED,
-        # one thread per process: two ranks share the two CI cores
-        env={
-            'PORT': '29573',
-            'OMP_NUM_THREADS': '1'
-        },
+        env={'PORT': '29573'},
         timeout=300)
     assert 'Distributed training: True' in proc.stdout
     assert 'same index list on all 2 ranks (epoch 0' in proc.stdout
