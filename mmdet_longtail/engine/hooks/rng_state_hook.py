@@ -13,7 +13,7 @@ from typing import List, Optional
 import numpy as np
 import torch
 from mmengine.dist import all_gather_object, get_dist_info
-from mmengine.hooks import Hook
+from mmengine.hooks import CheckpointHook, Hook
 
 from mmdet.registry import HOOKS
 
@@ -44,8 +44,9 @@ class RNGStateHook(Hook):
 
     Checkpoints are written by rank 0 only (``Runner.save_checkpoint`` is
     ``master_only``), so a collective call there would hang. In a
-    distributed run, every rank therefore takes a snapshot after each train
-    iteration and epoch; the hook runs before ``CheckpointHook`` (priority
+    distributed run, every rank therefore takes a snapshot where
+    ``CheckpointHook`` may save: after each train epoch (``by_epoch``) or
+    each train iteration. The hook runs before ``CheckpointHook`` (priority
     LOW vs VERY_LOW), which then saves the gathered states. A checkpoint
     from a run with another world size restores rank 0's state on every
     rank (and logs a warning).
@@ -55,6 +56,8 @@ class RNGStateHook(Hook):
     def __init__(self) -> None:
         self._pending_state: Optional[dict] = None
         self._gathered: Optional[List[dict]] = None
+        # None: no CheckpointHook, nothing to gather
+        self._checkpoint_by_epoch: Optional[bool] = None
 
     def _snapshot(self) -> None:
         if get_dist_info()[1] > 1:
@@ -62,10 +65,12 @@ class RNGStateHook(Hook):
 
     def after_train_iter(self, runner, batch_idx: int, data_batch=None,
                          outputs=None) -> None:
-        self._snapshot()
+        if self._checkpoint_by_epoch is False:
+            self._snapshot()
 
     def after_train_epoch(self, runner) -> None:
-        self._snapshot()
+        if self._checkpoint_by_epoch:
+            self._snapshot()
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         if get_dist_info()[1] > 1:
@@ -90,6 +95,9 @@ class RNGStateHook(Hook):
         self._pending_state = states[rank]
 
     def before_train(self, runner) -> None:
+        savers = [h for h in runner.hooks if isinstance(h, CheckpointHook)]
+        if savers:
+            self._checkpoint_by_epoch = savers[0].by_epoch
         if self._pending_state is not None:
             restore_rng_state(self._pending_state)
             self._pending_state = None
