@@ -83,6 +83,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def discover() -> List[str]:
+    """Every tiny synthetic config, repo-relative."""
+    return sorted(
+        osp.relpath(c, REPO_ROOT)
+        for c in glob.glob(osp.join(REPO_ROOT, 'configs', '*', f'*{SUFFIX}')))
+
+
 def framework_baseline(config: str) -> Optional[str]:
     """The configs/lvis tiny config of the same framework, if any."""
     framework = osp.basename(config).split('_r18-tiny')[0]
@@ -93,8 +100,7 @@ def framework_baseline(config: str) -> Optional[str]:
 def plan(configs: Optional[List[str]]) -> List[Run]:
     """Baselines first (in name order), then the methods."""
     if not configs:
-        configs = sorted(glob.glob(osp.join(REPO_ROOT, 'configs', '*',
-                                            f'*{SUFFIX}')))
+        configs = [osp.join(REPO_ROOT, c) for c in discover()]
     relative = []
     for config in configs:
         path = osp.abspath(config)
@@ -233,6 +239,14 @@ def report(runs: List[Run], command: str, total: float, data_note: str,
         f'{os.cpu_count()} CPU cores ({time.strftime("%Y-%m-%d")})',
         f'- data: {data_note}', ''
     ]
+    skipped = not_run(runs)
+    if skipped:
+        frameworks_left = sorted({c.split('/')[-1].split('_r18-tiny')[0]
+                                  for c in skipped})
+        lines[-1:-1] = [
+            f'- not in this run: {len(skipped)} discovered configs '
+            f'({", ".join(frameworks_left)}); '
+            '`python benchmarks/synthetic_lt.py` runs them all']
     frameworks = sorted({r.framework for r in runs},
                         key=lambda f: (f != 'mask-rcnn', f))
     for framework in frameworks:
@@ -260,6 +274,12 @@ def report(runs: List[Run], command: str, total: float, data_note: str,
         lines.append('')
     lines.append(baseline_check(by_config.get(MAIN_BASELINE)))
     return '\n'.join(lines) + '\n'
+
+
+def not_run(runs: List[Run]) -> List[str]:
+    """Discovered tiny configs that this run did not include."""
+    included = {r.config for r in runs}
+    return [c for c in discover() if c not in included]
 
 
 def baseline_check(base: Optional[Run]) -> str:

@@ -32,6 +32,8 @@ def test_plan_pairs_methods_with_their_framework_baseline():
         if run.baseline:
             assert run.baseline in names
             assert osp.basename(run.baseline).startswith(run.framework)
+    assert synthetic_lt.not_run(runs) == []
+    assert len(synthetic_lt.discover()) == len(runs)
 
 
 def test_quick_benchmark(synthetic_root, run_tool, tmp_path):
@@ -58,6 +60,9 @@ def test_quick_benchmark(synthetic_root, run_tool, tmp_path):
     text = out.read_text()
     assert '--epochs 1' in text and 'total time' in text
     assert 'Baseline check (segm): APr' in text
+    # the page says which of the repo's configs it leaves out
+    left_out = len(synthetic_lt.discover()) - 1  # all but the baseline
+    assert f'- not in this run: {left_out} discovered configs' in text
 
     def numbers(name):
         (path, ) = glob.glob(str(work / name / '2*' / '2*.json'))
