@@ -241,8 +241,7 @@ def report(runs: List[Run], command: str, total: float, data_note: str,
     ]
     skipped = not_run(runs)
     if skipped:
-        frameworks_left = sorted({c.split('/')[-1].split('_r18-tiny')[0]
-                                  for c in skipped})
+        frameworks_left = sorted({Run(c).framework for c in skipped})
         lines[-1:-1] = [
             f'- not in this run: {len(skipped)} discovered configs '
             f'({", ".join(frameworks_left)}); '
@@ -306,7 +305,10 @@ def ensure_data(root: str, seed: int) -> str:
     stats = get_class_statistics(
         osp.join(root, 'annotations', 'lvis_v1_train.json'))
     groups = {f: stats.frequency.count(f) for f in 'rcf'}
-    return (f'`{root}`, {stats.num_classes} classes '
+    shown = osp.relpath(root, REPO_ROOT)
+    if shown.startswith('..'):
+        shown = root  # outside the repository: keep the absolute path
+    return (f'`{shown}`, {stats.num_classes} classes '
             f'(rare / common / frequent: {groups["r"]} / {groups["c"]} / '
             f'{groups["f"]}), {stats.num_images} training images, '
             f'{int(stats.instance_count.min())} to '
