@@ -16,8 +16,10 @@ are negative for every class), ``p_t = p y + (1 - p)(1 - y)`` and
 ``g_j = clamp(G+_j / G-_j, 0, 1)`` is the accumulated ratio of the positive
 to the negative gradient magnitude of class j: ``G+_j`` sums ``|dL/dx_ij|``
 over the anchors labelled j, ``G-_j`` over every other valid anchor. The
-gradients are the true ones, read by a tensor hook on the logits this loss
-receives, so the focal and normalisation factors are included; a dense head
+gradients are the true ones, read in the loss's backward pass from the
+gradient it returns for the logits (the upstream gradient times the
+analytic derivative), so the focal, normalisation and loss-scale factors
+are included; a dense head
 that calls the loss once per FPN level contributes every level. The update
 runs once the backward pass of the step has finished (the losses of step t
 use the statistics of steps ``< t``), and the increments are summed across
@@ -29,8 +31,13 @@ Mixed precision (``--amp``): the gradients carry the loss scale, so
 the sums weight the steps by the scale in use, which changes rarely (it
 doubles after 2000 finite steps and halves on an overflow; overflow steps
 add nothing). The authors train in fp32.
+
+Speed: the dense pass over every anchor x class is one fused kernel
+(``torch.compile``, see ``fused_elementwise``); positives are patched in
+afterwards. ``benchmarks/bench_cls_losses.py`` times it against softmax
+cross-entropy.
 """
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.distributed as dist
@@ -41,8 +48,8 @@ from torch import Tensor
 from torch.autograd import Variable
 from torch.autograd.function import once_differentiable
 
-from mmdet.models.losses.utils import weight_reduce_loss
 from mmdet.registry import MODELS
+from .fused_elementwise import FusedElementwise
 
 # guards 0 / 0 for classes that have had no negative gradient yet
 RATIO_EPS = 1e-10
@@ -56,50 +63,175 @@ def efl_focusing_factors(pos_neg: Tensor, gamma_b: float,
     return gamma, gamma / gamma_b
 
 
-def one_hot_targets(labels: Tensor, num_classes: int) -> Tensor:
-    """(N, C) boolean targets of labels in ``[0, C]``, ``C`` = background."""
-    classes = torch.arange(num_classes, device=labels.device)
-    return labels.view(-1, 1) == classes
+def efl_terms(z: Tensor, gamma: Tensor, coef: Tensor,
+              weight: Tensor) -> Tuple[Tensor, Tensor]:
+    """Element-wise EFL of signed logits and its derivative.
+
+    ``z = x`` for a negative target and ``-x`` for a positive one, so that
+    ``1 - p_t = q = sigmoid(z)`` and ``-log p_t = softplus(z)``::
+
+        l     = c q ** gamma softplus(z)
+        dl/dz = c q ** gamma (gamma (1 - q) softplus(z) + q)
+
+    with ``c = coef * weight`` (``alpha_t``, the weighting factor, the
+    normaliser and the label weight). Both from one ``exp(-|z|)``, one
+    ``log1p`` and one ``exp``, stable for any finite ``z``.
+    """
+    e = torch.exp(-z.abs())
+    nll = z.clamp(min=0) + torch.log1p(e)  # softplus(z)
+    modulated = (coef * weight) * torch.exp(gamma * (z - nll))
+    sigmoid_abs = 1 / (1 + e)
+    q = torch.where(z >= 0, sigmoid_abs, e * sigmoid_abs)
+    return modulated * nll, modulated * (gamma * (1 - q) * nll + q)
+
+
+def efl_dense_sums(x: Tensor, gamma: Tensor, coef: Tensor,
+                   weight: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``efl_terms`` of every logit as a negative target, reduced as the
+    summed loss needs: per-anchor loss (N,), ``dl/dx`` (N, C), its
+    per-class sum (C,), and the per-anchor sum of the logits (N,), which is
+    finite exactly when every logit is (checked for free in the same
+    pass)."""
+    loss, derivative = efl_terms(x, gamma, coef, weight)
+    return loss.sum(1), derivative, derivative.sum(0), x.sum(1)
+
+
+# the passes over every anchor x class, each one fused kernel when large
+fused_dense_terms = FusedElementwise(efl_terms)
+fused_dense_sums = FusedElementwise(efl_dense_sums)
+
+
+def check_finite_logits(logits: Tensor, total: Tensor) -> None:
+    """Raise if ``total``, a sum of every logit, is not finite: any NaN or
+    inf logit makes it so (float32 accumulation: fp16 cannot overflow)."""
+    if not torch.isfinite(total):
+        bad = int((~torch.isfinite(logits)).sum())
+        raise ValueError(f'EFL: {bad} of {logits.numel()} classification '
+                         f'logits are not finite (NaN or inf): the training '
+                         f'has diverged upstream')
 
 
 class EqualizedFocalLossFunction(torch.autograd.Function):
-    """Element-wise EFL with its analytic derivative.
+    """EFL of logits (N, C) with its analytic derivative.
 
-    With ``z = -x`` for a positive target and ``z = x`` for a negative one,
-    ``1 - p_t = sigmoid(z)`` and ``-log p_t = softplus(z)``, so each element
-    is ``l = c * q ** gamma * softplus(z)`` with ``q = sigmoid(z)`` and
-    ``c = alpha_t * weighting * w``, and::
-
-        dl/dx = dz/dx * c * q ** gamma * (gamma * (1 - q) * softplus(z) + q)
-
-    One saved tensor and a single product in backward replace autograd's
-    chain of about ten intermediates (the loss runs on every anchor x class
-    of every FPN level). Not twice differentiable.
+    Every logit is first evaluated as a negative target in one dense, fused
+    pass; the positive targets (at most one per anchor) are then recomputed
+    and patched in. The derivative is kept from the forward pass, so
+    backward is a product at most. Backward hands ``on_gradient`` this
+    call's per-class gradient magnitudes ``(G+, G-)``: for a summed loss
+    they come from the per-class derivative sums of the forward pass (the
+    negative targets' derivatives are >= 0, the positive ones' <= 0), so
+    no extra pass over the gradient. Not twice differentiable.
     """
 
     @staticmethod
-    def forward(ctx, pred: Tensor, target: Tensor, gamma: Tensor,
-                weighting: Tensor, alpha: float,
-                weight: Optional[Tensor]) -> Tensor:
-        z = torch.where(target, -pred, pred)
-        log_q = F.logsigmoid(z)
-        modulator = torch.exp(gamma * log_q)  # (1 - p_t) ** gamma_j
-        nll = F.softplus(z)  # -log p_t
-        coef = torch.where(target, alpha, 1 - alpha) * weighting
-        if weight is not None:
-            coef = coef * weight
-        coef_modulator = coef * modulator
-        if ctx.needs_input_grad[0]:
-            q = log_q.exp()
-            dl_dz = coef_modulator * (gamma * (1 - q) * nll + q)
-            ctx.save_for_backward(torch.where(target, -dl_dz, dl_dz))
-        return coef_modulator * nll
+    def forward(ctx, pred: Tensor, pos_rows: Tensor, pos_cols: Tensor,
+                gamma: Tensor, weighting: Tensor, alpha: float,
+                weight: Optional[Tensor], scale: float, reduce: bool,
+                on_gradient: Optional[Callable]) -> Tensor:
+        if weight is None:
+            weight = pred.new_ones(1, 1)
+        dense_args = (pred, gamma.view(1, -1),
+                      (1 - alpha) * scale * weighting.view(1, -1), weight)
+        if reduce:
+            loss, derivative, class_sums, logit_sums = fused_dense_sums(
+                *dense_args)
+            check_finite_logits(pred, logit_sums.sum())
+        else:
+            check_finite_logits(pred, pred.sum(dtype=torch.float32))
+            loss, derivative = fused_dense_terms(*dense_args)
+            class_sums = None
+        # the positive targets: their terms, and, for the summed loss, the
+        # negative-target terms the dense pass put there
+        x_pos = pred[pos_rows, pos_cols]
+        num_pos = x_pos.numel()
+        weighting_pos = scale * weighting[pos_cols]
+        weight_pos = weight.expand_as(pred)[pos_rows, pos_cols]
+        if reduce:
+            # one call for both: these are small, per-op overhead dominates
+            loss_terms, derivative_terms = efl_terms(
+                torch.cat([-x_pos, x_pos]), gamma[pos_cols].repeat(2),
+                torch.cat([alpha * weighting_pos,
+                           (1 - alpha) * weighting_pos]),
+                weight_pos.repeat(2))
+            loss_pos, magnitude_pos = (loss_terms[:num_pos],
+                                       derivative_terms[:num_pos])
+            loss.index_add_(0, pos_rows, loss_pos - loss_terms[num_pos:])
+            class_sums.index_add_(
+                0, pos_cols, -magnitude_pos - derivative[pos_rows, pos_cols])
+        else:
+            loss_pos, magnitude_pos = efl_terms(-x_pos, gamma[pos_cols],
+                                                alpha * weighting_pos,
+                                                weight_pos)
+            loss[pos_rows, pos_cols] = loss_pos
+        derivative[pos_rows, pos_cols] = -magnitude_pos
+        ctx.save_for_backward(derivative, pos_rows, pos_cols, magnitude_pos)
+        ctx.class_sums, ctx.on_gradient = class_sums, on_gradient
+        return loss.sum() if reduce else loss
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_loss: Tensor) -> tuple:
-        derivative, = ctx.saved_tensors
-        return grad_loss * derivative, None, None, None, None, None
+        derivative, pos_rows, pos_cols, magnitude_pos = ctx.saved_tensors
+        reduce = ctx.class_sums is not None
+        if reduce and grad_loss.device.type == 'cpu' and \
+                float(grad_loss) == 1.0:
+            grad = derivative  # the usual case: a summed, unscaled loss
+        else:
+            grad = grad_loss * derivative
+        if ctx.on_gradient is not None:
+            if reduce:
+                # G- - G+ per class, from the forward pass
+                positive = positive_sums(magnitude_pos, pos_cols,
+                                         derivative.size(1))
+                scale = grad_loss.abs()
+                ctx.on_gradient(positive * scale,
+                                (ctx.class_sums + positive) * scale)
+            else:
+                ctx.on_gradient(
+                    *gradient_statistics(grad, pos_rows, pos_cols))
+        return grad, None, None, None, None, None, None, None, None, None
+
+
+def check_reduction(reduction: str, owner: str = 'EFL') -> None:
+    if reduction not in ('none', 'mean', 'sum'):
+        raise ValueError(f"{owner}: reduction must be 'none', 'mean' or "
+                         f"'sum', got {reduction!r}")
+
+
+def equalized_focal_loss_at(pred: Tensor,
+                            pos_rows: Tensor,
+                            pos_cols: Tensor,
+                            gamma: Tensor,
+                            weighting: Tensor,
+                            alpha: float = 0.25,
+                            weight: Optional[Tensor] = None,
+                            reduction: str = 'mean',
+                            avg_factor: Optional[float] = None,
+                            loss_weight: float = 1.0,
+                            on_gradient: Optional[Callable] = None) -> Tensor:
+    """``equalized_focal_loss`` with the positive targets given as index
+    pairs ``(pos_rows[k], pos_cols[k])``; every other logit is negative.
+    ``loss_weight`` multiplies the result, ``on_gradient(positive,
+    negative)`` receives the per-class gradient magnitudes at backward."""
+    check_reduction(reduction)
+    if weight is not None:
+        weight = weight.reshape(pred.size(0), -1).to(pred.dtype)
+    # the normaliser and loss weight go into the per-class coefficients,
+    # so the summed loss needs no rescaling in either pass
+    if reduction == 'none' or reduction == 'sum':
+        scale = loss_weight
+    elif avg_factor is None:
+        scale = loss_weight / max(pred.numel(), 1)
+    else:
+        # mmdet's weight_reduce_loss divides by avg_factor + eps
+        scale = loss_weight / (avg_factor + torch.finfo(torch.float32).eps)
+    summed = reduction != 'none'
+    return EqualizedFocalLossFunction.apply(pred, pos_rows, pos_cols,
+                                            gamma.to(pred),
+                                            weighting.to(pred), alpha,
+                                            weight, scale, summed,
+                                            on_gradient)
 
 
 def equalized_focal_loss(pred: Tensor,
@@ -132,16 +264,28 @@ def equalized_focal_loss(pred: Tensor,
     """
     if target.dtype != torch.bool:
         target = target > 0.5
-    if weight is not None:
-        weight = weight.reshape(pred.size(0), -1).to(pred.dtype)
-    loss = EqualizedFocalLossFunction.apply(pred, target,
-                                            gamma.to(pred), weighting.to(pred),
-                                            alpha, weight)
-    return weight_reduce_loss(loss, None, reduction, avg_factor)
+    pos_rows, pos_cols = target.nonzero(as_tuple=True)
+    return equalized_focal_loss_at(pred, pos_rows, pos_cols, gamma,
+                                   weighting, alpha, weight, reduction,
+                                   avg_factor)
 
 
-def gradient_statistics(grad: Tensor,
-                        labels: Tensor) -> Tuple[Tensor, Tensor]:
+def positive_indices(labels: Tensor,
+                     num_classes: int) -> Tuple[Tensor, Tensor]:
+    """(rows, classes) of the foreground anchors of labels in ``[0, C]``,
+    ``C`` = background."""
+    rows = (labels < num_classes).nonzero(as_tuple=True)[0]
+    return rows, labels[rows]
+
+
+def positive_sums(magnitude: Tensor, pos_cols: Tensor,
+                  num_classes: int) -> Tensor:
+    """Per-class sums of the positive targets' gradient magnitudes."""
+    return magnitude.new_zeros(num_classes).index_add_(0, pos_cols, magnitude)
+
+
+def gradient_statistics(grad: Tensor, pos_rows: Tensor,
+                        pos_cols: Tensor) -> Tuple[Tensor, Tensor]:
     """Per-class sums of the gradient magnitude over the positive and the
     negative targets, ``(sum_i y_ij |g_ij|, sum_i (1 - y_ij) |g_ij|)``.
 
@@ -149,15 +293,11 @@ def gradient_statistics(grad: Tensor,
         grad (Tensor): gradient of the loss w.r.t. the logits (N, C).
             Anchors with label weight 0 have a zero gradient, so they add
             nothing.
-        labels (Tensor): (N,) in ``[0, C]``, ``C`` = background.
+        pos_rows, pos_cols (Tensor): index pairs of the positive targets.
     """
-    num_classes = grad.size(1)
     magnitude = grad.abs()
-    # |g| of each anchor at its own class; background anchors land in an
-    # extra bin C that is dropped
-    own = magnitude.gather(1, labels.clamp(max=num_classes - 1).view(-1, 1))
-    positive = magnitude.new_zeros(num_classes + 1).index_add_(
-        0, labels, own.view(-1))[:num_classes]
+    positive = positive_sums(magnitude[pos_rows, pos_cols], pos_cols,
+                             grad.size(1))
     return positive, magnitude.sum(0) - positive
 
 
@@ -224,9 +364,7 @@ class EFL(nn.Module):
             raise ValueError('EFL is a sigmoid loss over C classes: set '
                              'use_sigmoid=True in its config (mmdet dense '
                              'heads read it to size the classifier)')
-        if reduction not in ('none', 'mean', 'sum'):
-            raise ValueError(f"EFL: reduction must be 'none', 'mean' or "
-                             f"'sum', got {reduction!r}")
+        check_reduction(reduction)
         self.num_classes = num_classes
         self.gamma_b = float(gamma_b)
         self.scale_factor = float(scale_factor)
@@ -253,11 +391,13 @@ class EFL(nn.Module):
         call ``get_activation`` and expect C columns (the V3Det convention).
         """
         self._check_logits(cls_score)
+        check_finite_logits(cls_score, cls_score.sum(dtype=torch.float32))
         background = F.logsigmoid(-cls_score).sum(1, keepdim=True).exp()
         return torch.cat([cls_score.sigmoid(), background], dim=1)
 
     # ---------------------------------------------------------- checks
     def _check_logits(self, cls_score: Tensor) -> None:
+        """Shape only; the loss checks finiteness in its own pass."""
         if cls_score.dim() != 2 or cls_score.size(1) != self.num_classes:
             hint = ''
             if cls_score.dim() == 2 and \
@@ -266,13 +406,6 @@ class EFL(nn.Module):
                         'loss_cls config so the head outputs C)')
             raise ValueError(f'EFL: cls_score must be (N, {self.num_classes})'
                              f', got {tuple(cls_score.shape)}{hint}')
-        # one reduction instead of a mask: any NaN / inf makes the sum
-        # non-finite (float32 accumulation, so fp16 logits cannot overflow)
-        if not torch.isfinite(cls_score.sum(dtype=torch.float32)):
-            bad = int((~torch.isfinite(cls_score)).sum())
-            raise ValueError(f'EFL: {bad} of {cls_score.numel()} '
-                             f'classification logits are not finite (NaN or '
-                             f'inf): the training has diverged upstream')
 
     def _check_targets(self, cls_score: Tensor, labels: Tensor,
                        label_weights: Optional[Tensor]) -> None:
@@ -296,12 +429,15 @@ class EFL(nn.Module):
                              f'anchor ({num}) or per logit '
                              f'({cls_score.numel()}), got '
                              f'{tuple(label_weights.shape)}')
+        if label_weights is not None and label_weights.numel() and \
+                label_weights.min() < 0:
+            raise ValueError(f'EFL: label_weights must be >= 0, got a '
+                             f'minimum of {float(label_weights.min())}')
 
     # -------------------------------------------------------- statistics
-    def _collect(self, grad: Tensor, labels: Tensor) -> None:
-        """Tensor hook on the logits: add this call's gradient magnitudes to
+    def _collect(self, positive: Tensor, negative: Tensor) -> None:
+        """Backward of one call: add its per-class gradient magnitudes to
         the step's sums and schedule the update for the end of backward."""
-        positive, negative = gradient_statistics(grad.detach(), labels)
         increment = torch.cat([positive, negative]).float()
         self._pending = increment if self._pending is None \
             else self._pending + increment
@@ -363,24 +499,25 @@ class EFL(nn.Module):
         self._check_logits(cls_score)
         self._check_targets(cls_score, labels, label_weights)
 
-        # a view of its own, so the hook sees this loss's gradient only
-        logits = cls_score.float().view_as(cls_score)
+        logits = cls_score.float()
         gamma, weighting = efl_focusing_factors(self.pos_neg.detach(),
                                                 self.gamma_b,
                                                 self.scale_factor)
-        if logits.requires_grad and self.training:
-            labels = labels.detach()
-            logits.register_hook(lambda grad: self._collect(grad, labels))
-        loss = equalized_focal_loss(
+        pos_rows, pos_cols = positive_indices(labels.detach(),
+                                              self.num_classes)
+        collect = self.training and logits.requires_grad
+        return equalized_focal_loss_at(
             logits,
-            one_hot_targets(labels, self.num_classes),
+            pos_rows,
+            pos_cols,
             gamma,
             weighting,
             alpha=self.alpha,
             weight=label_weights,
             reduction=reduction,
-            avg_factor=avg_factor)
-        return self.loss_weight * loss
+            avg_factor=avg_factor,
+            loss_weight=self.loss_weight,
+            on_gradient=self._collect if collect else None)
 
     def extra_repr(self) -> str:
         return (f'num_classes={self.num_classes}, gamma_b={self.gamma_b}, '

@@ -473,6 +473,45 @@ def test_lvis_scale_standalone_like_focal_loss():
     assert second.item() != pytest.approx(loss.item())  # gammas moved
 
 
+def run_one_step(efl: EFL, logits, labels, weights, reduction):
+    x = logits.clone().requires_grad_()
+    loss = efl(x, labels, weights, avg_factor=37.0,
+               reduction_override=reduction)
+    # 'none': an upstream gradient that is not a constant
+    upstream = torch.linspace(0.5, 2.0, x.numel()).view_as(x)
+    (loss if reduction != 'none' else (loss * upstream).sum()).backward()
+    return loss.detach(), x.grad, efl.pos_grad.clone(), efl.neg_grad.clone()
+
+
+@pytest.mark.parametrize('reduction', ['mean', 'sum', 'none'])
+def test_fused_dense_pass_equals_the_eager_one(monkeypatch, reduction):
+    """Above the size threshold the dense pass is one compiled kernel; loss,
+    gradient and statistics equal the eager evaluation of the same math."""
+    from mmdet_longtail.models.losses import efl_loss
+    torch.manual_seed(2)
+    num, classes = 700, 120  # 84000 logits: above the threshold
+    assert num * classes >= efl_loss.fused_dense_sums.min_numel
+    logits = 3 * torch.randn(num, classes) - 2
+    labels = torch.randint(0, classes + 1, (num, ))
+    weights = (torch.rand(num) > 0.1).float()
+    ratio = torch.rand(classes)
+
+    results = []
+    for min_numel in (1 << 40, 1):  # eager, then compiled
+        for kernel in (efl_loss.fused_dense_sums,
+                       efl_loss.fused_dense_terms):
+            monkeypatch.setattr(kernel, 'min_numel', min_numel)
+        efl = EFL(classes)
+        efl.pos_neg.copy_(ratio)
+        results.append(run_one_step(efl, logits, labels, weights,
+                                    reduction))
+    used = efl_loss.fused_dense_terms if reduction == 'none' \
+        else efl_loss.fused_dense_sums
+    assert used._verified and not used._unavailable  # it did compile
+    for eager, fused in zip(*results):
+        torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-9)
+
+
 # ---------------------------------------------------------- bad input
 @pytest.mark.parametrize('bad, message', [
     (float('nan'), 'not finite'),
