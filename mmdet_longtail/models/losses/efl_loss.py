@@ -49,6 +49,7 @@ from torch.autograd import Variable
 from torch.autograd.function import once_differentiable
 
 from mmdet.registry import MODELS
+from .eql_loss import check_reduction
 from .fused_elementwise import FusedElementwise
 
 # guards 0 / 0 for classes that have had no negative gradient yet
@@ -193,12 +194,6 @@ class EqualizedFocalLossFunction(torch.autograd.Function):
         return grad, None, None, None, None, None, None, None, None, None
 
 
-def check_reduction(reduction: str, owner: str = 'EFL') -> None:
-    if reduction not in ('none', 'mean', 'sum'):
-        raise ValueError(f"{owner}: reduction must be 'none', 'mean' or "
-                         f"'sum', got {reduction!r}")
-
-
 def equalized_focal_loss_at(pred: Tensor,
                             pos_rows: Tensor,
                             pos_cols: Tensor,
@@ -214,7 +209,7 @@ def equalized_focal_loss_at(pred: Tensor,
     pairs ``(pos_rows[k], pos_cols[k])``; every other logit is negative.
     ``loss_weight`` multiplies the result, ``on_gradient(positive,
     negative)`` receives the per-class gradient magnitudes at backward."""
-    check_reduction(reduction)
+    check_reduction(reduction, 'EFL')
     if weight is not None:
         weight = weight.reshape(pred.size(0), -1).to(pred.dtype)
     # the normaliser and loss weight go into the per-class coefficients,
@@ -364,7 +359,7 @@ class EFL(nn.Module):
             raise ValueError('EFL is a sigmoid loss over C classes: set '
                              'use_sigmoid=True in its config (mmdet dense '
                              'heads read it to size the classifier)')
-        check_reduction(reduction)
+        check_reduction(reduction, 'EFL')
         self.num_classes = num_classes
         self.gamma_b = float(gamma_b)
         self.scale_factor = float(scale_factor)
