@@ -239,17 +239,22 @@ def test_tde_alpha_setting_equals_test_py(run_tool, synthetic_root,
     ckpt = last_checkpoint(work)
     monkeypatch.setenv('MMLT_SYNTHETIC_ROOT', synthetic_root)
     cache = str(tmp_path / 'cache')
+    # after one epoch every score can fall below the config's threshold;
+    # without one, each image keeps its max_per_img best boxes, so the
+    # comparison below is never vacuous
+    no_threshold = 'model.test_cfg.rcnn.score_thr=0.0'
     results = sweep_scoring.main([
         osp.join(REPO_ROOT, TDE_CONFIG), ckpt, '--cache-dir', cache,
         '--alpha', '0.5', '--dump-predictions', '--cfg-options',
-        'test_dataloader.batch_size=4'
+        'test_dataloader.batch_size=4', no_threshold
     ])
     assert [r.setting.alpha for r in results] == [1.5, 0.5]
 
     test_work = str(tmp_path / 'test')
     out = osp.join(test_work, 'preds.pkl')
     run_tool.test(TDE_CONFIG, ckpt, test_work, '--out', out,
-                  cfg_options=['model.test_cfg.rcnn.tde_alpha=0.5'])
+                  cfg_options=['model.test_cfg.rcnn.tde_alpha=0.5',
+                               no_threshold])
     (metrics_file, ) = glob.glob(osp.join(test_work, '*', '*.json'))
     with open(metrics_file) as f:
         test_metrics = json.load(f)
