@@ -53,9 +53,10 @@ class FusedElementwise:
             out = self._compiled(x, *args)
         except Exception as err:  # noqa: B902 any backend failure
             self._unavailable = True
+            first_line = (str(err).splitlines() or [''])[0]
             print_log(
                 f'{self.fn.__name__}: torch.compile is unavailable here '
-                f'({type(err).__name__}: {str(err).splitlines()[0]}); '
+                f'({type(err).__name__}: {first_line}); '
                 f'running it eagerly (same values, slower)',
                 logger='current',
                 level=logging.WARNING)

@@ -50,6 +50,19 @@ def test_failed_compilation_falls_back_to_eager_with_a_warning(
     assert 'unavailable' not in out.out + out.err
 
 
+def test_a_failure_without_a_message_still_falls_back(monkeypatch):
+    def broken_compile(fn, **kwargs):
+        def compiled(*args):
+            raise RuntimeError()
+        return compiled
+
+    monkeypatch.setattr(fused_elementwise.torch, 'compile', broken_compile)
+    fused = FusedElementwise(softplus_times, min_numel=1)
+    x, scale = torch.randn(8, 8), torch.rand(1, 8)
+    torch.testing.assert_close(fused(x, scale), softplus_times(x, scale))
+    assert fused._unavailable
+
+
 def test_an_error_of_the_function_itself_still_raises(monkeypatch):
     def broken_compile(fn, **kwargs):
         return fn  # "compiles" fine; the function is what fails
