@@ -32,11 +32,13 @@ the sums weight the steps by the scale in use, which changes rarely (it
 doubles after 2000 finite steps and halves on an overflow; overflow steps
 add nothing). The authors train in fp32.
 
-Speed: the dense pass over every anchor x class is one fused kernel
-(``torch.compile``, see ``fused_elementwise``); positives are patched in
-afterwards. ``benchmarks/bench_cls_losses.py`` times it against softmax
-cross-entropy.
+Speed: the loss, its derivative and the per-class sums the statistics need
+come from one pass over every anchor x class, fused into one kernel by
+``torch.compile`` when large (``fused_elementwise``), with the positive
+targets selected inside it (``sigmoid_terms.positive_mask``).
+``benchmarks/bench_cls_losses.py`` times it against softmax cross-entropy.
 """
+import math
 from typing import Callable, Optional, Tuple
 
 import torch
@@ -51,6 +53,7 @@ from torch.autograd.function import once_differentiable
 from mmdet.registry import MODELS
 from .eql_loss import check_reduction
 from .fused_elementwise import FusedElementwise
+from .sigmoid_terms import positive_mask, softplus_and_sigmoid
 
 # guards 0 / 0 for classes that have had no negative gradient yet
 RATIO_EPS = 1e-10
@@ -60,7 +63,7 @@ def efl_focusing_factors(pos_neg: Tensor, gamma_b: float,
                          scale_factor: float) -> Tuple[Tensor, Tensor]:
     """Per-class focusing ``gamma_j = gamma_b + s (1 - g_j)`` and weighting
     ``gamma_j / gamma_b`` factors from the gradient ratio ``g`` (C,)."""
-    gamma = gamma_b + scale_factor * (1 - pos_neg)
+    gamma = pos_neg.mul(-scale_factor).add_(gamma_b + scale_factor)
     return gamma, gamma / gamma_b
 
 
@@ -75,141 +78,179 @@ def efl_terms(z: Tensor, gamma: Tensor, coef: Tensor,
         dl/dz = c q ** gamma (gamma (1 - q) softplus(z) + q)
 
     with ``c = coef * weight`` (``alpha_t``, the weighting factor, the
-    normaliser and the label weight). Both from one ``exp(-|z|)``, one
-    ``log1p`` and one ``exp``, stable for any finite ``z``.
+    normaliser and the label weight) and ``q ** gamma =
+    exp(gamma (z - softplus(z)))``: one ``exp(-|z|)`` with a cheap
+    ``log1p`` (``sigmoid_terms``) and one more ``exp``, stable for any
+    finite ``z``.
     """
-    e = torch.exp(-z.abs())
-    nll = z.clamp(min=0) + torch.log1p(e)  # softplus(z)
+    nll, q = softplus_and_sigmoid(z)
     modulated = (coef * weight) * torch.exp(gamma * (z - nll))
-    sigmoid_abs = 1 / (1 + e)
-    q = torch.where(z >= 0, sigmoid_abs, e * sigmoid_abs)
     return modulated * nll, modulated * (gamma * (1 - q) * nll + q)
 
 
-def efl_dense_sums(x: Tensor, gamma: Tensor, coef: Tensor,
-                   weight: Tensor) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
-    """``efl_terms`` of every logit as a negative target, reduced as the
-    summed loss needs: per-anchor loss (N,), ``dl/dx`` (N, C), its
-    per-class sum (C,), and the per-anchor sum of the logits (N,), which is
-    finite exactly when every logit is (checked for free in the same
-    pass)."""
-    loss, derivative = efl_terms(x, gamma, coef, weight)
-    return loss.sum(1), derivative, derivative.sum(0), x.sum(1)
+def efl_dense(x: Tensor, positive: Tensor, gamma: Tensor, coef: Tensor,
+              alpha: float, weight: Tensor,
+              reduce: bool) -> Tuple[Tensor, ...]:
+    """``efl_terms`` of every logit, positive targets given by
+    ``positive`` (labels (N,) or a mask (N, C), see ``positive_mask``),
+    with the coefficients ``alpha_t * coef``.
+
+    Returns:
+        tuple: the loss, per anchor (N,) with ``reduce`` or per logit
+        (N, C) without; ``dl/dx`` (N, C), >= 0 at the negative targets and
+        <= 0 at the positive ones; the per-anchor sums of the logits (N,),
+        finite exactly when every logit is (the finiteness check, free in
+        the same pass); with ``reduce``, the per-class sums of ``dl/dx``
+        (C,), from which the statistics follow.
+    """
+    is_pos = positive_mask(positive, x.size(1))
+    alpha_t = torch.where(is_pos, alpha, 1 - alpha)
+    loss, derivative = efl_terms(
+        torch.where(is_pos, -x, x), gamma, alpha_t * coef, weight)
+    derivative = torch.where(is_pos, -derivative, derivative)
+    if not reduce:
+        return loss, derivative, x.sum(1)
+    return loss.sum(1), derivative, x.sum(1), derivative.sum(0)
 
 
-# the passes over every anchor x class, each one fused kernel when large
-fused_dense_terms = FusedElementwise(efl_terms)
-fused_dense_sums = FusedElementwise(efl_dense_sums)
+# the pass over every anchor x class, one fused kernel when large
+fused_efl_dense = FusedElementwise(efl_dense)
 
 
 def check_finite_logits(logits: Tensor, total: Tensor) -> None:
     """Raise if ``total``, a sum of every logit, is not finite: any NaN or
     inf logit makes it so (float32 accumulation: fp16 cannot overflow)."""
-    if not torch.isfinite(total):
+    if not math.isfinite(float(total)):
         bad = int((~torch.isfinite(logits)).sum())
         raise ValueError(f'EFL: {bad} of {logits.numel()} classification '
                          f'logits are not finite (NaN or inf): the training '
                          f'has diverged upstream')
 
 
+def positive_magnitudes(derivative: Tensor, positive: Tensor) -> Tensor:
+    """Per-class ``sum |dl/dx|`` over the positive targets: for labels,
+    from the N elements at the labels; for a mask, from every element (the
+    positive ones are the non-positive derivatives)."""
+    num_classes = derivative.size(1)
+    if positive.dim() == 2:
+        return derivative.clamp(max=0).sum(0).neg_()
+    classes = positive.clamp(max=num_classes - 1)
+    at_label = derivative.gather(1, classes[:, None]).view(-1)
+    # background anchors (label C) add to an extra bin, dropped
+    return at_label.new_zeros(num_classes + 1).index_add_(
+        0, positive, at_label, alpha=-1)[:num_classes]
+
+
+def gradient_statistics(grad: Tensor,
+                        positive: Tensor) -> Tuple[Tensor, Tensor]:
+    """Per-class sums of the gradient magnitude over the positive and the
+    negative targets, ``(sum_i y_ij |g_ij|, sum_i (1 - y_ij) |g_ij|)``.
+
+    Args:
+        grad (Tensor): gradient of the loss w.r.t. the logits (N, C).
+            Anchors with label weight 0 have a zero gradient, so they add
+            nothing.
+        positive (Tensor): labels (N,) or a mask (N, C) of the positive
+            targets.
+    """
+    magnitude = grad.abs()
+    is_pos = positive_mask(positive, grad.size(1))
+    positive_sum = (magnitude * is_pos).sum(0)
+    return positive_sum, magnitude.sum(0) - positive_sum
+
+
 class EqualizedFocalLossFunction(torch.autograd.Function):
     """EFL of logits (N, C) with its analytic derivative.
 
-    Every logit is first evaluated as a negative target in one dense, fused
-    pass; the positive targets (at most one per anchor) are then recomputed
-    and patched in. The derivative is kept from the forward pass, so
-    backward is a product at most. Backward hands ``on_gradient`` this
-    call's per-class gradient magnitudes ``(G+, G-)``: for a summed loss
-    they come from the per-class derivative sums of the forward pass (the
-    negative targets' derivatives are >= 0, the positive ones' <= 0), so
-    no extra pass over the gradient. Not twice differentiable.
+    One dense, fused pass evaluates every logit, with its target, and keeps
+    the derivative, so backward is a product at most. Backward hands
+    ``on_gradient`` this call's per-class gradient magnitudes ``(G+, G-)``:
+    for a summed loss they come from the forward pass (the per-class sums
+    of the derivative, >= 0 at the negative targets and <= 0 at the
+    positive ones, and the derivatives at the positive targets), so there
+    is no extra pass over the gradient. Not twice differentiable.
     """
 
     @staticmethod
-    def forward(ctx, pred: Tensor, pos_rows: Tensor, pos_cols: Tensor,
-                gamma: Tensor, weighting: Tensor, alpha: float,
-                weight: Optional[Tensor], scale: float, reduce: bool,
+    def forward(ctx, pred: Tensor, positive: Tensor, gamma: Tensor,
+                weighting: Tensor, alpha: float, weight: Optional[Tensor],
+                scale: float, reduce: bool,
                 on_gradient: Optional[Callable]) -> Tensor:
         if weight is None:
             weight = pred.new_ones(1, 1)
-        dense_args = (pred, gamma.view(1, -1),
-                      (1 - alpha) * scale * weighting.view(1, -1), weight)
-        if reduce:
-            loss, derivative, class_sums, logit_sums = fused_dense_sums(
-                *dense_args)
-            check_finite_logits(pred, logit_sums.sum())
+        loss, derivative, logit_sums, *class_sums = fused_efl_dense(
+            pred, positive, gamma.view(1, -1),
+            torch.mul(weighting, scale).view(1, -1), alpha, weight, reduce)
+        check_finite_logits(pred, logit_sums.sum())
+        if reduce and on_gradient is not None:
+            # G+ and G- per class, stacked (2, C)
+            pos_sums = positive_magnitudes(derivative, positive)
+            ctx.statistics = torch.stack(
+                [pos_sums, class_sums[0].add_(pos_sums)])
         else:
-            check_finite_logits(pred, pred.sum(dtype=torch.float32))
-            loss, derivative = fused_dense_terms(*dense_args)
-            class_sums = None
-        # the positive targets: their terms, and, for the summed loss, the
-        # negative-target terms the dense pass put there
-        x_pos = pred[pos_rows, pos_cols]
-        num_pos = x_pos.numel()
-        weighting_pos = scale * weighting[pos_cols]
-        weight_pos = weight.expand_as(pred)[pos_rows, pos_cols]
-        if reduce:
-            # one call for both: these are small, per-op overhead dominates
-            loss_terms, derivative_terms = efl_terms(
-                torch.cat([-x_pos, x_pos]), gamma[pos_cols].repeat(2),
-                torch.cat([alpha * weighting_pos,
-                           (1 - alpha) * weighting_pos]),
-                weight_pos.repeat(2))
-            loss_pos, magnitude_pos = (loss_terms[:num_pos],
-                                       derivative_terms[:num_pos])
-            loss.index_add_(0, pos_rows, loss_pos - loss_terms[num_pos:])
-            class_sums.index_add_(
-                0, pos_cols, -magnitude_pos - derivative[pos_rows, pos_cols])
-        else:
-            loss_pos, magnitude_pos = efl_terms(-x_pos, gamma[pos_cols],
-                                                alpha * weighting_pos,
-                                                weight_pos)
-            loss[pos_rows, pos_cols] = loss_pos
-        derivative[pos_rows, pos_cols] = -magnitude_pos
-        ctx.save_for_backward(derivative, pos_rows, pos_cols, magnitude_pos)
-        ctx.class_sums, ctx.on_gradient = class_sums, on_gradient
+            ctx.statistics = None
+        ctx.save_for_backward(derivative, positive)
+        ctx.reduce, ctx.on_gradient = reduce, on_gradient
         return loss.sum() if reduce else loss
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_loss: Tensor) -> tuple:
-        derivative, pos_rows, pos_cols, magnitude_pos = ctx.saved_tensors
-        reduce = ctx.class_sums is not None
-        if reduce and grad_loss.device.type == 'cpu' and \
+        derivative, positive = ctx.saved_tensors
+        if ctx.reduce and grad_loss.device.type == 'cpu' and \
                 float(grad_loss) == 1.0:
             grad = derivative  # the usual case: a summed, unscaled loss
         else:
             grad = grad_loss * derivative
         if ctx.on_gradient is not None:
-            if reduce:
-                # G- - G+ per class, from the forward pass
-                positive = positive_sums(magnitude_pos, pos_cols,
-                                         derivative.size(1))
-                scale = grad_loss.abs()
-                ctx.on_gradient(positive * scale,
-                                (ctx.class_sums + positive) * scale)
+            if ctx.statistics is not None:
+                statistics = ctx.statistics if grad is derivative else \
+                    ctx.statistics * grad_loss.abs()
+                ctx.on_gradient(statistics)
             else:
                 ctx.on_gradient(
-                    *gradient_statistics(grad, pos_rows, pos_cols))
-        return grad, None, None, None, None, None, None, None, None, None
+                    torch.stack(gradient_statistics(grad, positive)))
+        return grad, None, None, None, None, None, None, None, None
 
 
-def equalized_focal_loss_at(pred: Tensor,
-                            pos_rows: Tensor,
-                            pos_cols: Tensor,
-                            gamma: Tensor,
-                            weighting: Tensor,
-                            alpha: float = 0.25,
-                            weight: Optional[Tensor] = None,
-                            reduction: str = 'mean',
-                            avg_factor: Optional[float] = None,
-                            loss_weight: float = 1.0,
-                            on_gradient: Optional[Callable] = None) -> Tensor:
-    """``equalized_focal_loss`` with the positive targets given as index
-    pairs ``(pos_rows[k], pos_cols[k])``; every other logit is negative.
-    ``loss_weight`` multiplies the result, ``on_gradient(positive,
-    negative)`` receives the per-class gradient magnitudes at backward."""
+def equalized_focal_loss(pred: Tensor,
+                         target: Tensor,
+                         gamma: Tensor,
+                         weighting: Tensor,
+                         alpha: float = 0.25,
+                         weight: Optional[Tensor] = None,
+                         reduction: str = 'mean',
+                         avg_factor: Optional[float] = None,
+                         loss_weight: float = 1.0,
+                         on_gradient: Optional[Callable] = None) -> Tensor:
+    """Equalized focal loss of logits ``pred`` (N, C).
+
+    ``sum_ij w_ij alpha_t weighting_j (1 - p_t) ** gamma_j (-log p_t)``,
+    reduced like mmdet's losses (``weight_reduce_loss``).
+
+    Args:
+        pred (Tensor): logits (N, C).
+        target (Tensor): labels (N,) in ``[0, C]`` (``C`` = background,
+            mmdet's convention) or targets (N, C), boolean or 0/1.
+        gamma (Tensor): focusing factor per class (C,).
+        weighting (Tensor): weighting factor per class (C,).
+        alpha (float): weight of the positive targets. Defaults to 0.25.
+        weight (Tensor, optional): per anchor (N,) or per element (N, C)
+            weight. Defaults to None.
+        reduction (str): 'none', 'mean' or 'sum'. Defaults to 'mean'.
+        avg_factor (float, optional): divisor of the summed loss (with
+            'mean'). Defaults to None (mean over the elements).
+        loss_weight (float): multiplier of the result. Defaults to 1.0.
+        on_gradient (Callable, optional): called at backward with the
+            per-class gradient magnitudes over the positive and the negative
+            targets, stacked (2, C).
+
+    Returns:
+        Tensor: the reduced loss ((N, C) with ``reduction='none'``).
+    """
     check_reduction(reduction, 'EFL')
+    if target.dim() == 2 and target.dtype != torch.bool:
+        target = target > 0.5
     if weight is not None:
         weight = weight.reshape(pred.size(0), -1).to(pred.dtype)
     # the normaliser and loss weight go into the per-class coefficients,
@@ -222,83 +263,17 @@ def equalized_focal_loss_at(pred: Tensor,
         # mmdet's weight_reduce_loss divides by avg_factor + eps
         scale = loss_weight / (avg_factor + torch.finfo(torch.float32).eps)
     summed = reduction != 'none'
-    return EqualizedFocalLossFunction.apply(pred, pos_rows, pos_cols,
-                                            gamma.to(pred),
+    return EqualizedFocalLossFunction.apply(pred, target, gamma.to(pred),
                                             weighting.to(pred), alpha,
                                             weight, scale, summed,
                                             on_gradient)
 
 
-def equalized_focal_loss(pred: Tensor,
-                         target: Tensor,
-                         gamma: Tensor,
-                         weighting: Tensor,
-                         alpha: float = 0.25,
-                         weight: Optional[Tensor] = None,
-                         reduction: str = 'mean',
-                         avg_factor: Optional[float] = None) -> Tensor:
-    """Equalized focal loss of logits ``pred`` (N, C).
-
-    ``sum_ij w_ij alpha_t weighting_j (1 - p_t) ** gamma_j (-log p_t)``,
-    reduced like mmdet's losses (``weight_reduce_loss``).
-
-    Args:
-        pred (Tensor): logits (N, C).
-        target (Tensor): targets (N, C), boolean or 0/1.
-        gamma (Tensor): focusing factor per class (C,).
-        weighting (Tensor): weighting factor per class (C,).
-        alpha (float): weight of the positive targets. Defaults to 0.25.
-        weight (Tensor, optional): per anchor (N,) or per element (N, C)
-            weight. Defaults to None.
-        reduction (str): 'none', 'mean' or 'sum'. Defaults to 'mean'.
-        avg_factor (float, optional): divisor of the summed loss (with
-            'mean'). Defaults to None (mean over the elements).
-
-    Returns:
-        Tensor: the reduced loss ((N, C) with ``reduction='none'``).
-    """
-    if target.dtype != torch.bool:
-        target = target > 0.5
-    pos_rows, pos_cols = target.nonzero(as_tuple=True)
-    return equalized_focal_loss_at(pred, pos_rows, pos_cols, gamma,
-                                   weighting, alpha, weight, reduction,
-                                   avg_factor)
-
-
-def positive_indices(labels: Tensor,
-                     num_classes: int) -> Tuple[Tensor, Tensor]:
-    """(rows, classes) of the foreground anchors of labels in ``[0, C]``,
-    ``C`` = background."""
-    rows = (labels < num_classes).nonzero(as_tuple=True)[0]
-    return rows, labels[rows]
-
-
-def positive_sums(magnitude: Tensor, pos_cols: Tensor,
-                  num_classes: int) -> Tensor:
-    """Per-class sums of the positive targets' gradient magnitudes."""
-    return magnitude.new_zeros(num_classes).index_add_(0, pos_cols, magnitude)
-
-
-def gradient_statistics(grad: Tensor, pos_rows: Tensor,
-                        pos_cols: Tensor) -> Tuple[Tensor, Tensor]:
-    """Per-class sums of the gradient magnitude over the positive and the
-    negative targets, ``(sum_i y_ij |g_ij|, sum_i (1 - y_ij) |g_ij|)``.
-
-    Args:
-        grad (Tensor): gradient of the loss w.r.t. the logits (N, C).
-            Anchors with label weight 0 have a zero gradient, so they add
-            nothing.
-        pos_rows, pos_cols (Tensor): index pairs of the positive targets.
-    """
-    magnitude = grad.abs()
-    positive = positive_sums(magnitude[pos_rows, pos_cols], pos_cols,
-                             grad.size(1))
-    return positive, magnitude.sum(0) - positive
-
-
-def positive_negative_ratio(pos_grad: Tensor, neg_grad: Tensor) -> Tensor:
-    """``g_j = clamp(G+_j / G-_j, 0, 1)``."""
-    return (pos_grad / (neg_grad + RATIO_EPS)).clamp(0, 1)
+def positive_negative_ratio(pos_grad: Tensor,
+                            neg_grad: Tensor,
+                            out: Optional[Tensor] = None) -> Tensor:
+    """``g_j = clamp(G+_j / G-_j, 0, 1)`` (written to ``out`` if given)."""
+    return torch.div(pos_grad, neg_grad + RATIO_EPS, out=out).clamp_(0, 1)
 
 
 def is_distributed() -> bool:
@@ -412,28 +387,31 @@ class EFL(nn.Module):
         if labels.is_floating_point() or labels.dtype == torch.bool:
             raise ValueError(f'EFL: labels must be integers, got '
                              f'{labels.dtype}')
-        if num and (labels.min() < 0 or labels.max() > self.num_classes):
-            raise ValueError(
-                f'EFL: labels must lie in [0, {self.num_classes}] (0..'
-                f'{self.num_classes - 1} foreground, {self.num_classes} '
-                f'background), got values in [{int(labels.min())}, '
-                f'{int(labels.max())}]')
+        if num:
+            low, high = (int(v) for v in torch.aminmax(labels))
+            if low < 0 or high > self.num_classes:
+                raise ValueError(
+                    f'EFL: labels must lie in [0, {self.num_classes}] (0..'
+                    f'{self.num_classes - 1} foreground, {self.num_classes} '
+                    f'background), got values in [{low}, {high}]')
         if label_weights is not None and label_weights.numel() not in (
                 num, cls_score.numel()):
             raise ValueError(f'EFL: label_weights must hold one weight per '
                              f'anchor ({num}) or per logit '
                              f'({cls_score.numel()}), got '
                              f'{tuple(label_weights.shape)}')
-        if label_weights is not None and label_weights.numel() and \
-                label_weights.min() < 0:
-            raise ValueError(f'EFL: label_weights must be >= 0, got a '
-                             f'minimum of {float(label_weights.min())}')
+        if label_weights is not None and label_weights.numel():
+            minimum = float(label_weights.min())
+            if minimum < 0:
+                raise ValueError(f'EFL: label_weights must be >= 0, got a '
+                                 f'minimum of {minimum}')
 
     # -------------------------------------------------------- statistics
-    def _collect(self, positive: Tensor, negative: Tensor) -> None:
-        """Backward of one call: add its per-class gradient magnitudes to
-        the step's sums and schedule the update for the end of backward."""
-        increment = torch.cat([positive, negative]).float()
+    def _collect(self, increment: Tensor) -> None:
+        """Backward of one call: add its per-class gradient magnitudes
+        (2, C) to the step's sums and schedule the update for the end of
+        backward."""
+        increment = increment.float()
         self._pending = increment if self._pending is None \
             else self._pending + increment
         if not self._update_queued:
@@ -451,16 +429,16 @@ class EFL(nn.Module):
             return
         if is_distributed():
             dist.all_reduce(increment)
-        if not torch.isfinite(increment).all():
+        # one reduction and one sync: any inf or NaN reaches the sum
+        if not math.isfinite(float(increment.sum())):
             # e.g. an AMP overflow step, which the optimizer skips too
             print_log('EFL: non-finite gradients, statistics not updated',
                       logger='current')
             return
-        increment = increment.to(self.pos_grad)
-        self.pos_grad += increment[:self.num_classes]
-        self.neg_grad += increment[self.num_classes:]
-        self.pos_neg.copy_(
-            positive_negative_ratio(self.pos_grad, self.neg_grad))
+        torch._foreach_add_([self.pos_grad, self.neg_grad],
+                            increment.to(self.pos_grad).unbind(0))
+        positive_negative_ratio(self.pos_grad, self.neg_grad,
+                                out=self.pos_neg)
 
     # ----------------------------------------------------------- forward
     def forward(self,
@@ -498,13 +476,10 @@ class EFL(nn.Module):
         gamma, weighting = efl_focusing_factors(self.pos_neg.detach(),
                                                 self.gamma_b,
                                                 self.scale_factor)
-        pos_rows, pos_cols = positive_indices(labels.detach(),
-                                              self.num_classes)
         collect = self.training and logits.requires_grad
-        return equalized_focal_loss_at(
+        return equalized_focal_loss(
             logits,
-            pos_rows,
-            pos_cols,
+            labels.detach(),
             gamma,
             weighting,
             alpha=self.alpha,

@@ -19,12 +19,14 @@ score of class j is ``sigmoid(z_j)`` and a zero background column is appended
 (the authors' convention), so mmdet's heads get N x (C + 1) scores.
 
 This module also holds :func:`one_hot_weighted_bce`, the weighted sigmoid
-cross-entropy with one-hot targets that EQL and EQLv2 share. It never builds
-the dense target or weight matrices: the negative part of every row is one
-matrix product ``softplus(z) @ w_neg`` and the target element is corrected
-afterwards, and the backward pass is a single broadcast product. This keeps
-both losses at the cost of a softmax cross-entropy at LVIS scale
-(``benchmarks/bench_cls_losses.py``).
+cross-entropy with one-hot targets that EQL and EQLv2 share. It never stores
+the dense target or weight matrices: one pass over the logits, fused into
+one kernel by ``torch.compile`` when large (``fused_elementwise``), computes
+each element's loss and gradient from one ``exp`` and a cheap ``log1p``
+(``sigmoid_terms``), the per-row losses, the per-column gradient sums the
+statistics of EQLv2 need, and the finiteness check of the logits. Backward
+is one broadcast product at most. ``benchmarks/bench_cls_losses.py`` times
+it against softmax cross-entropy.
 """
 import math
 from typing import Dict, NamedTuple, Optional, Sequence, Tuple
@@ -32,13 +34,14 @@ from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from mmdet.models.losses import accuracy
 from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import resolve_class_statistics
+from .fused_elementwise import FusedElementwise
+from .sigmoid_terms import positive_mask, softplus_and_sigmoid
 
 REDUCTIONS = ('none', 'mean', 'sum')
 
@@ -47,9 +50,11 @@ REDUCTIONS = ('none', 'mean', 'sum')
 def check_cls_inputs(cls_score: Tensor, labels: Tensor, num_columns: int,
                      num_classes: int, owner: str) -> None:
     """Clear errors for logits / labels a sigmoid RoI loss cannot use.
+    Non-finite logits are caught by the loss's own pass
+    (:func:`check_finite_logits`), not by a separate one here.
 
     Args:
-        cls_score (Tensor): logits, must be (N, ``num_columns``) and finite.
+        cls_score (Tensor): logits, must be (N, ``num_columns``).
         labels (Tensor): (N,) integers in ``[0, num_classes]`` (``C`` is the
             background, mmdet's convention).
         num_columns (int): expected number of logit columns.
@@ -70,13 +75,6 @@ def check_cls_inputs(cls_score: Tensor, labels: Tensor, num_columns: int,
                          f'{labels.dtype}')
     if not labels.numel():
         return
-    # one reduction instead of an element-wise test: nan and +-inf reach
-    # the sum; an overflowing sum of finite logits is re-checked exactly
-    if not math.isfinite(float(cls_score.detach().sum())) and not bool(
-            torch.isfinite(cls_score).all()):
-        bad = cls_score[~torch.isfinite(cls_score)][0].item()
-        raise ValueError(f'{owner}: cls_score is not finite (found {bad}); '
-                         f'the classifier diverged or its input is broken')
     low, high = torch.aminmax(labels)
     if int(low) < 0 or int(high) > num_classes:
         bad = labels[(labels < 0) | (labels > num_classes)][0].item()
@@ -92,149 +90,163 @@ def check_reduction(reduction: str, owner: str) -> str:
 
 
 # ------------------------------------------- shared weighted sigmoid BCE
-def weighted_softplus_sums(logits: Tensor, neg_weight: Tensor) -> Tensor:
-    """``softplus(logits) @ neg_weight.T``, (N, K) x (K, R) -> (N, R).
+def one_hot_bce_sums(logits: Tensor, target_col: Tensor, pos_weight: Tensor,
+                     neg_weight: Tensor, row_kind: Optional[Tensor],
+                     scale: float,
+                     with_column_sums: bool) -> Tuple[Tensor, ...]:
+    """Every element of the weighted BCE in one pass, and its reductions.
 
-    ``BCE(z, 0) = softplus(z) = log(1 + exp(z))``. On a CPU,
-    ``exp -> +1 -> log`` costs half of ``F.softplus``, which is not
-    vectorised there; its only failure, ``exp`` overflowing above z ~ 88
-    (float32), shows as a non-finite sum and is redone exactly. Below z ~ -17
-    it returns 0 for ``exp(z)`` (< 1e-7 per element).
+    ``BCE(x, y) = softplus(x) - y x`` and ``dBCE/dx = sigmoid(x) - y``. The
+    weights are ``pos_weight[j]`` at the targets and ``neg_weight[r_i, j]``
+    elsewhere, times ``scale`` (the normaliser).
+
+    Returns:
+        tuple: per-row losses (N,), the gradient (N, K), the per-row sums of
+        the logits, finite exactly when every logit is (the finiteness
+        check, free in the same pass), and with ``with_column_sums`` the
+        gradient's per-column sums (K,).
     """
-    if not logits.is_cuda:
-        sums = torch.exp(logits).add_(1).log_() @ neg_weight.t()
-        if math.isfinite(float(sums.sum())):
-            return sums
-    return F.softplus(logits) @ neg_weight.t()
+    is_pos = positive_mask(target_col, logits.size(1))
+    negative_weight = neg_weight[0] if row_kind is None else \
+        neg_weight[row_kind]
+    weight = torch.where(is_pos, pos_weight, negative_weight) * scale
+    softplus, sigmoid = softplus_and_sigmoid(logits)
+    bce = softplus - torch.where(is_pos, logits, 0)
+    grad = (sigmoid - is_pos.to(logits.dtype)) * weight
+    sums = ((weight * bce).sum(1), grad, logits.sum(1))
+    # a second loop over the gradient: only when the statistics need it
+    return sums + (grad.sum(0), ) if with_column_sums else sums
 
 
-class ProbStats(NamedTuple):
-    """Sigmoid probabilities a loss may need for its statistics."""
-    column_sum: Tensor  # (K,) sum_i p_ij (empty unless asked for)
-    target: Tensor  # (M,) p at the target elements, rows with a target
+# one fused kernel when large (see fused_elementwise)
+fused_one_hot_bce_sums = FusedElementwise(one_hot_bce_sums)
 
 
-def one_hot_row_losses(logits: Tensor, rows: Tensor, cols: Tensor,
-                       pos_w_t: Tensor, neg_weight: Tensor,
-                       row_kind: Optional[Tensor]) -> Tensor:
-    """``sum_j w_ij BCE(z_ij, y_ij)`` per row; (rows, cols) are the target
-    elements and ``pos_w_t`` their weights."""
-    # every row's loss as if it had no positive element ...
-    neg_sums = weighted_softplus_sums(logits, neg_weight)
-    if neg_weight.size(0) == 1:
-        row_loss = neg_sums[:, 0]
-    else:
-        row_loss = neg_sums.gather(1, row_kind[:, None])[:, 0]
-    # ... then the target element's negative term swapped for its positive
-    # one, BCE(z, 1) = softplus(-z)
-    z_t = logits[rows, cols]
-    kind_t = row_kind[rows] if row_kind is not None else 0
-    return row_loss.index_add(
-        0, rows,
-        pos_w_t * F.softplus(-z_t) -
-        neg_weight[kind_t, cols] * F.softplus(z_t))
+class GradStats(NamedTuple):
+    """Per-column gradient magnitudes ``sum_i w_ij |p_ij - y_ij|`` of the
+    un-normalised loss, split by the target."""
+    positive: Tensor  # (K,) over the elements with y_ij = 1
+    negative: Tensor  # (K,) over the elements with y_ij = 0
 
 
-def one_hot_gradient_(prob: Tensor, rows: Tensor, cols: Tensor,
-                      pos_w_t: Tensor, neg_weight: Tensor,
-                      row_kind: Optional[Tensor], scale: float) -> Tensor:
-    """Turn ``prob = sigmoid(z)`` in place into the gradient
-    ``scale * w_ij (p_ij - y_ij)``."""
-    p_t = prob[rows, cols]
-    # rows of kind 0 in one broadcast product, the others by index
-    other_kinds = [(kind, torch.nonzero(row_kind == kind)[:, 0])
-                   for kind in range(1, neg_weight.size(0))]
-    other_probs = [prob[sub] for _, sub in other_kinds]
-    grad = prob.mul_(neg_weight[0] * scale)
-    for (kind, sub), other in zip(other_kinds, other_probs):
-        grad[sub] = other.mul_(neg_weight[kind] * scale)
-    grad[rows, cols] = pos_w_t * (p_t - 1) * scale
-    return grad
+def check_finite_logits(logits: Tensor, logit_sums: Tensor,
+                        owner: str) -> None:
+    """Raise if ``logit_sums`` (sums of every logit) is not finite: any
+    NaN or inf logit makes it so; an overflowing sum of finite logits is
+    re-checked element-wise."""
+    # one reduction and one sync in the usual, finite case
+    if math.isfinite(float(logit_sums.sum())) or bool(
+            torch.isfinite(logits).all()):
+        return
+    bad = logits[~torch.isfinite(logits)][0].item()
+    raise ValueError(f'{owner}: cls_score is not finite (found {bad}); '
+                     f'the classifier diverged or its input is broken')
+
+
+def gradient_magnitudes(grad: Tensor, target_col: Tensor,
+                        column_sums: Tensor,
+                        scale: float) -> Tuple[Tensor, Tensor]:
+    """Per-column ``sum_i w_ij |p_ij - y_ij|`` over the targets and over
+    the other elements, from the gradient (N, K) of the loss normalised by
+    ``scale`` and its column sums: the targets' gradients are <= 0, the
+    others' >= 0, so only the N target elements are read again."""
+    num_columns = grad.size(1)
+    columns = target_col.clamp(0, num_columns - 1)
+    at_target = grad.gather(1, columns[:, None]).view(-1)
+    # a row without a target adds to an extra bin, dropped
+    bins = target_col.where(target_col == columns, num_columns)
+    pos_magnitude = grad.new_zeros(num_columns + 1).index_add_(
+        0, bins, at_target, alpha=-1 / scale)[:num_columns]
+    # clamped: rounding can leave a column with no negatives below 0
+    neg_magnitude = torch.add(
+        pos_magnitude, column_sums, alpha=1 / scale).clamp_(min=0)
+    return pos_magnitude, neg_magnitude
 
 
 class _OneHotWeightedBCE(torch.autograd.Function):
     """Autograd function of :func:`one_hot_weighted_bce`.
 
-    The gradient ``w_ij (p_ij - y_ij)`` is written in the forward pass, over
-    the probabilities it starts from, so a forward + backward step allocates
-    two (N, K) tensors (the CPU time at LVIS scale is mostly first-touch
-    page faults of new tensors) and the backward pass is one product with
-    the upstream gradient, or none when that is 1.
+    The gradient is written in the forward pass, by the same fused kernel
+    as the loss, so backward is one product with the upstream gradient, or
+    none when that is 1.
     """
 
     @staticmethod
     def forward(ctx, logits: Tensor, target_col: Tensor, pos_weight: Tensor,
                 neg_weight: Tensor, row_kind: Optional[Tensor], reduction: str,
-                with_column_sum: bool) -> tuple:
-        rows = torch.nonzero(target_col >= 0)[:, 0]
-        cols = target_col[rows]
-        pos_w_t = pos_weight[cols]
-        row_loss = one_hot_row_losses(logits, rows, cols, pos_w_t, neg_weight,
-                                      row_kind)
-        prob = torch.sigmoid(logits)
-        column_sum = prob.sum(0) if with_column_sum else prob.new_empty(0)
-        p_t = prob[rows, cols]
+                with_statistics: bool, owner: str) -> tuple:
         scale = 1.0 / max(logits.size(0), 1) if reduction == 'mean' else 1.0
-        grad = one_hot_gradient_(prob, rows, cols, pos_w_t, neg_weight,
-                                 row_kind, scale)
-
+        row_loss, grad, logit_sums, *column_sums = fused_one_hot_bce_sums(
+            logits, target_col, pos_weight, neg_weight, row_kind, scale,
+            with_statistics)
+        check_finite_logits(logits, logit_sums, owner)
         ctx.save_for_backward(grad)
         ctx.reduction = reduction
-        ctx.mark_non_differentiable(column_sum, p_t)
+        if with_statistics:
+            pos_magnitude, neg_magnitude = gradient_magnitudes(
+                grad, target_col, column_sums[0], scale)
+            ctx.mark_non_differentiable(pos_magnitude, neg_magnitude)
+        else:
+            pos_magnitude = neg_magnitude = None
         # no zero gradients for the statistics outputs
         ctx.set_materialize_grads(False)
-        loss = row_loss if reduction == 'none' else row_loss.sum() * scale
-        return loss, column_sum, p_t
+        # 'none' keeps the rows (scale 1), the others are scaled sums
+        loss = row_loss if reduction == 'none' else row_loss.sum()
+        return loss, pos_magnitude, neg_magnitude
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_loss: Optional[Tensor], *unused) -> tuple:
         if grad_loss is None:
-            return (None, ) * 7
+            return (None, ) * 8
         grad, = ctx.saved_tensors
         if ctx.reduction == 'none':
             grad = grad * grad_loss[:, None]
         # the usual case, d(total loss)/d(loss) = 1: no (N, K) product
         elif grad_loss.is_cuda or float(grad_loss) != 1.0:
             grad = grad * grad_loss
-        return grad, None, None, None, None, None, None
+        return grad, None, None, None, None, None, None, None
 
 
-def one_hot_weighted_bce(
-        cls_score: Tensor,
-        target_col: Tensor,
-        pos_weight: Tensor,
-        neg_weight: Tensor,
-        row_kind: Optional[Tensor] = None,
-        reduction: str = 'mean',
-        with_column_sum: bool = False) -> Tuple[Tensor, ProbStats]:
+def one_hot_weighted_bce(cls_score: Tensor,
+                         target_col: Tensor,
+                         pos_weight: Tensor,
+                         neg_weight: Tensor,
+                         row_kind: Optional[Tensor] = None,
+                         reduction: str = 'mean',
+                         with_statistics: bool = False,
+                         owner: str = 'one_hot_weighted_bce'
+                         ) -> Tuple[Tensor, GradStats]:
     """Weighted sigmoid cross-entropy with (at most) one positive per row.
 
     ``L_i = sum_j w_ij BCE(z_ij, y_ij)`` with ``y_ij = [j == t_i]``,
     ``w_ij = pos_weight[j]`` for the target element and
     ``w_ij = neg_weight[r_i, j]`` for the others. The weights get no
-    gradient.
+    gradient. The dense target and weight matrices are never stored: one
+    fused pass (``sigmoid_terms``) computes the loss, the gradient and its
+    per-column sums.
 
     Args:
         cls_score (Tensor): logits (N, K); float16 / bfloat16 logits are
             computed in float32.
-        target_col (Tensor): (N,) int64 column of each row's positive
-            element, or -1 for a row without one.
+        target_col (Tensor): (N,) integer column of each row's positive
+            element; a row without one has a value outside ``[0, K)``
+            (e.g. -1).
         pos_weight (Tensor): (K,) weight of a positive element per column.
         neg_weight (Tensor): (R, K) weights of the negative elements; row i
             uses ``neg_weight[row_kind[i]]``.
         row_kind (Tensor, optional): (N,) int64 in ``[0, R)``; may be None
-            when R = 1. Fastest when kind 0 is the most common. Defaults to
-            None.
+            when R = 1. Defaults to None.
         reduction (str): 'none' -> per-row losses (N,), 'sum', or 'mean'
             (sum / N). Defaults to 'mean'.
-        with_column_sum (bool): also return ``sum_i sigmoid(z_ij)`` (K,).
-            Defaults to False.
+        with_statistics (bool): also return the per-column gradient
+            magnitudes. Defaults to False.
+        owner (str): loss name in the error raised for non-finite logits.
 
     Returns:
-        tuple[Tensor, ProbStats]: the loss, and sigmoid probabilities
-        without gradient: their column sums and their values at the target
-        elements (rows with a target, in row order).
+        tuple[Tensor, GradStats]: the loss, and the per-column magnitudes of
+        the gradient of the un-normalised loss (no gradient; None without
+        ``with_statistics``).
     """
     if neg_weight.dim() != 2 or neg_weight.size(1) != cls_score.size(1):
         raise ValueError(f'neg_weight must be (R, {cls_score.size(1)}), got '
@@ -245,11 +257,12 @@ def one_hot_weighted_bce(
     logits = cls_score if cls_score.dtype in (torch.float32,
                                               torch.float64) else \
         cls_score.float()
-    weights = [w.detach().to(logits) for w in (pos_weight, neg_weight)]
-    loss, column_sum, target = _OneHotWeightedBCE.apply(
+    # no gradient for the weights (the function returns None for them)
+    weights = [w.to(logits) for w in (pos_weight, neg_weight)]
+    loss, positive, negative = _OneHotWeightedBCE.apply(
         logits, target_col.long(), *weights, row_kind, reduction,
-        with_column_sum)
-    return loss, ProbStats(column_sum, target)
+        with_statistics, owner)
+    return loss, GradStats(positive, negative)
 
 
 # ----------------------------------------------------------------- EQL
@@ -286,7 +299,8 @@ def eql_loss(cls_score: Tensor,
     neg_weight = torch.stack([torch.ones_like(tail), 1 - tail])
     loss, _ = one_hot_weighted_bce(cls_score, target_col,
                                    torch.ones_like(tail), neg_weight,
-                                   (~is_background).long(), reduction)
+                                   (~is_background).long(), reduction,
+                                   owner='EQLoss')
     return loss
 
 

@@ -30,11 +30,12 @@ from typing import Dict, Optional, Tuple
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
 from mmdet.models.losses import accuracy
 from mmdet.registry import MODELS
-from .eql_loss import (ProbStats, check_cls_inputs, check_reduction,
+from .eql_loss import (GradStats, check_cls_inputs, check_reduction,
                        one_hot_weighted_bce)
 
 # guards the ratio of a class that has had no negative gradient yet
@@ -47,17 +48,17 @@ def eqlv2_weights(pos_neg: Tensor, gamma: float, mu: float,
                   alpha: float) -> Tuple[Tensor, Tensor]:
     """Per-column positive and negative weights (C + 1,) from the gradient
     ratios ``g`` (C,); the background column gets 1 and 1."""
-    neg_w = torch.sigmoid(gamma * (pos_neg - mu))
-    pos_w = 1 + alpha * (1 - neg_w)
-    one = neg_w.new_ones(1)
-    return torch.cat([pos_w, one]), torch.cat([neg_w, one])
+    neg_w = torch.sigmoid(pos_neg.sub(mu).mul_(gamma))
+    # 1 + alpha (1 - neg_w), in two operations
+    pos_w = neg_w.mul(-alpha).add_(1 + alpha)
+    return F.pad(pos_w, (0, 1), value=1.0), F.pad(neg_w, (0, 1), value=1.0)
 
 
 def eqlv2_loss(cls_score: Tensor,
                labels: Tensor,
                pos_weight: Tensor,
                neg_weight: Tensor,
-               reduction: str = 'mean') -> Tuple[Tensor, ProbStats]:
+               reduction: str = 'mean') -> Tuple[Tensor, GradStats]:
     """EQLv2 loss of C + 1 sigmoid logits with per-column weights.
 
     Args:
@@ -69,9 +70,10 @@ def eqlv2_loss(cls_score: Tensor,
             Defaults to 'mean'.
 
     Returns:
-        tuple[Tensor, ProbStats]: the loss, and the column sums of
-        ``sigmoid(cls_score)`` and its values at the labels (no gradient),
-        from which :func:`eqlv2_gradient_increments` reads the statistics.
+        tuple[Tensor, GradStats]: the loss, and this step's
+        ``sum_i y_ij |p_ij - y_ij| w_ij`` and
+        ``sum_i (1 - y_ij) |p_ij - y_ij| w_ij`` per column (no gradient),
+        the increments of the statistics.
     """
     return one_hot_weighted_bce(
         cls_score,
@@ -79,27 +81,8 @@ def eqlv2_loss(cls_score: Tensor,
         pos_weight,
         neg_weight[None],
         reduction=reduction,
-        with_column_sum=True)
-
-
-def eqlv2_gradient_increments(prob: ProbStats, labels: Tensor,
-                              pos_weight: Tensor,
-                              neg_weight: Tensor) -> Tuple[Tensor, Tensor]:
-    """This step's ``sum_i y_ij |p_ij - y_ij| w_ij`` and
-    ``sum_i (1 - y_ij) |p_ij - y_ij| w_ij`` for the C foreground classes.
-
-    Args:
-        prob (ProbStats): ``sum_i p_ij`` (C + 1,) and ``p_i,labels_i`` (N,).
-        labels (Tensor): (N,) int64 in ``[0, C]``.
-        pos_weight, neg_weight (Tensor): (C + 1,) weights of the step.
-    """
-    column_sum, prob_t = prob
-    # positives: |p - 1| = 1 - p, one per row (y is one-hot)
-    pos = torch.zeros_like(column_sum).index_add_(0, labels, (1 - prob_t) *
-                                                  pos_weight[labels])
-    # negatives: |p - 0| = p, every element but the target one
-    neg = column_sum.index_add(0, labels, -prob_t).clamp_(min=0) * neg_weight
-    return pos[:-1], neg[:-1]
+        with_statistics=True,
+        owner='EQLv2')
 
 
 def is_distributed() -> bool:
@@ -206,17 +189,19 @@ class EQLv2(nn.Module):
         return eqlv2_weights(self.pos_neg, self.gamma, self.mu, self.alpha)
 
     @torch.no_grad()
-    def update_statistics(self, prob: ProbStats, labels: Tensor,
-                          pos_weight: Tensor, neg_weight: Tensor) -> None:
-        """Add one step's gradient magnitudes (summed over the ranks)."""
-        pos, neg = eqlv2_gradient_increments(prob, labels, pos_weight,
-                                             neg_weight)
-        increments = torch.cat([pos, neg]).to(self.pos_grad)
+    def update_statistics(self, increments: GradStats) -> None:
+        """Add one step's gradient magnitudes of the C foreground classes
+        (summed over the ranks)."""
+        num = self.num_classes
+        increments = torch.stack(
+            [increments.positive[:num],
+             increments.negative[:num]]).to(self.pos_grad)
         if is_distributed():
             dist.all_reduce(increments, op=dist.ReduceOp.SUM)
-        self.pos_grad += increments[:self.num_classes]
-        self.neg_grad += increments[self.num_classes:]
-        self.pos_neg.copy_(self.pos_grad / (self.neg_grad + RATIO_EPS))
+        torch._foreach_add_([self.pos_grad, self.neg_grad],
+                            increments.unbind(0))
+        torch.div(
+            self.pos_grad, self.neg_grad + RATIO_EPS, out=self.pos_neg)
 
     def forward(self,
                 cls_score: Tensor,
@@ -234,11 +219,11 @@ class EQLv2(nn.Module):
                          self.num_classes, 'EQLv2')
         labels = labels.long()
         pos_weight, neg_weight = self.weights()
-        loss, prob = eqlv2_loss(cls_score, labels, pos_weight, neg_weight,
-                                reduction)
+        loss, increments = eqlv2_loss(cls_score, labels, pos_weight,
+                                      neg_weight, reduction)
         if self.training:
-            self.update_statistics(prob, labels, pos_weight, neg_weight)
-        return self.loss_weight * loss
+            self.update_statistics(increments)
+        return loss if self.loss_weight == 1 else self.loss_weight * loss
 
     def extra_repr(self) -> str:
         return (f'num_classes={self.num_classes}, gamma={self.gamma}, '

@@ -490,7 +490,7 @@ def test_fused_dense_pass_equals_the_eager_one(monkeypatch, reduction):
     from mmdet_longtail.models.losses import efl_loss
     torch.manual_seed(2)
     num, classes = 700, 120  # 84000 logits: above the threshold
-    assert num * classes >= efl_loss.fused_dense_sums.min_numel
+    assert num * classes >= efl_loss.fused_efl_dense.min_numel
     logits = 3 * torch.randn(num, classes) - 2
     labels = torch.randint(0, classes + 1, (num, ))
     weights = (torch.rand(num) > 0.1).float()
@@ -498,15 +498,13 @@ def test_fused_dense_pass_equals_the_eager_one(monkeypatch, reduction):
 
     results = []
     for min_numel in (1 << 40, 1):  # eager, then compiled
-        for kernel in (efl_loss.fused_dense_sums,
-                       efl_loss.fused_dense_terms):
-            monkeypatch.setattr(kernel, 'min_numel', min_numel)
+        monkeypatch.setattr(efl_loss.fused_efl_dense, 'min_numel',
+                            min_numel)
         efl = EFL(classes)
         efl.pos_neg.copy_(ratio)
         results.append(run_one_step(efl, logits, labels, weights,
                                     reduction))
-    used = efl_loss.fused_dense_terms if reduction == 'none' \
-        else efl_loss.fused_dense_sums
+    used = efl_loss.fused_efl_dense
     assert used._verified and not used._unavailable  # it did compile
     for eager, fused in zip(*results):
         torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-9)

@@ -157,12 +157,14 @@ def test_weighted_bce_kernel_with_several_row_kinds():
     w = pos_w[None] * y + neg_w[kind] * (1 - y)
     dense = (w * F.binary_cross_entropy_with_logits(
         logits, y, reduction='none')).sum(1)
-    loss, prob = one_hot_weighted_bce(logits, target, pos_w, neg_w, kind,
-                                      'none', with_column_sum=True)
+    loss, stats = one_hot_weighted_bce(logits, target, pos_w, neg_w, kind,
+                                       'none', with_statistics=True)
     torch.testing.assert_close(loss, dense)
-    torch.testing.assert_close(prob.column_sum, logits.sigmoid().sum(0))
-    torch.testing.assert_close(prob.target, logits.sigmoid()[rows,
-                                                             target[rows]])
+    # the gradient magnitudes w |sigmoid(z) - y|, per column and target
+    magnitude = w * (logits.sigmoid() - y).abs()
+    torch.testing.assert_close(stats.positive, (magnitude * y).sum(0))
+    torch.testing.assert_close(stats.negative, (magnitude * (1 - y)).sum(0))
+    assert not stats.positive.requires_grad
     z = logits.clone().requires_grad_()
     assert torch.autograd.gradcheck(
         lambda x: one_hot_weighted_bce(x, target, pos_w, neg_w, kind,
@@ -280,3 +282,35 @@ def test_functional_form_matches_module():
     tail = torch.tensor([False, True, True])
     value = eql_loss(torch.tensor(LOGITS), torch.tensor(LABELS), tail)
     assert value.item() == pytest.approx(HAND_LOSS, abs=1e-6)
+
+
+@pytest.mark.parametrize('reduction', ['mean', 'sum', 'none'])
+def test_fused_kernel_equals_the_eager_one(monkeypatch, reduction):
+    """Above the size threshold the weighted BCE is one compiled kernel;
+    loss, gradient and statistics equal the eager evaluation of the same
+    math, with several row kinds and rows without a target."""
+    from mmdet_longtail.models.losses import eql_loss as module
+    kernel = module.fused_one_hot_bce_sums
+    gen = torch.Generator().manual_seed(4)
+    num, columns = 700, 121  # 84700 logits: above the threshold
+    assert num * columns >= kernel.min_numel
+    logits = 4 * torch.randn(num, columns, generator=gen) - 2
+    target = torch.randint(-1, columns, (num, ), generator=gen)
+    kind = torch.randint(0, 2, (num, ), generator=gen)
+    pos_w = torch.rand(columns, generator=gen) + 0.5
+    neg_w = torch.rand(2, columns, generator=gen)
+    upstream = torch.linspace(0.5, 2.0, num)
+
+    results = []
+    for min_numel in (1 << 40, 1):  # eager, then compiled
+        monkeypatch.setattr(kernel, 'min_numel', min_numel)
+        z = logits.clone().requires_grad_()
+        loss, stats = one_hot_weighted_bce(z, target, pos_w, neg_w, kind,
+                                           reduction, with_statistics=True)
+        (loss * upstream).sum().backward() if reduction == 'none' else \
+            loss.backward()
+        results.append((loss.detach(), z.grad, stats.positive,
+                        stats.negative))
+    assert kernel._verified and not kernel._unavailable  # it did compile
+    for eager, fused in zip(*results):
+        torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-7)
