@@ -51,9 +51,10 @@ from torch.autograd import Variable
 from torch.autograd.function import once_differentiable
 
 from mmdet.registry import MODELS
-from .eql_loss import check_reduction
+from .eql_loss import check_finite_logits, check_reduction
 from .fused_elementwise import FusedElementwise
-from .sigmoid_terms import positive_mask, softplus_and_sigmoid
+from .sigmoid_terms import (column_sums_at_labels, positive_mask,
+                            softplus_and_sigmoid)
 
 # guards 0 / 0 for classes that have had no negative gradient yet
 RATIO_EPS = 1e-10
@@ -117,28 +118,14 @@ def efl_dense(x: Tensor, positive: Tensor, gamma: Tensor, coef: Tensor,
 fused_efl_dense = FusedElementwise(efl_dense)
 
 
-def check_finite_logits(logits: Tensor, total: Tensor) -> None:
-    """Raise if ``total``, a sum of every logit, is not finite: any NaN or
-    inf logit makes it so (float32 accumulation: fp16 cannot overflow)."""
-    if not math.isfinite(float(total)):
-        bad = int((~torch.isfinite(logits)).sum())
-        raise ValueError(f'EFL: {bad} of {logits.numel()} classification '
-                         f'logits are not finite (NaN or inf): the training '
-                         f'has diverged upstream')
-
-
 def positive_magnitudes(derivative: Tensor, positive: Tensor) -> Tensor:
     """Per-class ``sum |dl/dx|`` over the positive targets: for labels,
-    from the N elements at the labels; for a mask, from every element (the
-    positive ones are the non-positive derivatives)."""
-    num_classes = derivative.size(1)
+    from the N elements at the labels (background anchors, label C, add
+    nothing); for a mask, from every element (the positive ones are the
+    non-positive derivatives)."""
     if positive.dim() == 2:
         return derivative.clamp(max=0).sum(0).neg_()
-    classes = positive.clamp(max=num_classes - 1)
-    at_label = derivative.gather(1, classes[:, None]).view(-1)
-    # background anchors (label C) add to an extra bin, dropped
-    return at_label.new_zeros(num_classes + 1).index_add_(
-        0, positive, at_label, alpha=-1)[:num_classes]
+    return column_sums_at_labels(derivative, positive).neg_()
 
 
 def gradient_statistics(grad: Tensor,
@@ -181,7 +168,7 @@ class EqualizedFocalLossFunction(torch.autograd.Function):
         loss, derivative, logit_sums, *class_sums = fused_efl_dense(
             pred, positive, gamma.view(1, -1),
             torch.mul(weighting, scale).view(1, -1), alpha, weight, reduce)
-        check_finite_logits(pred, logit_sums.sum())
+        check_finite_logits(pred, logit_sums, 'EFL')
         if reduce and on_gradient is not None:
             # G+ and G- per class, stacked (2, C)
             pos_sums = positive_magnitudes(derivative, positive)
@@ -361,7 +348,8 @@ class EFL(nn.Module):
         call ``get_activation`` and expect C columns (the V3Det convention).
         """
         self._check_logits(cls_score)
-        check_finite_logits(cls_score, cls_score.sum(dtype=torch.float32))
+        check_finite_logits(cls_score, cls_score.sum(dtype=torch.float32),
+                            'EFL')
         background = F.logsigmoid(-cls_score).sum(1, keepdim=True).exp()
         return torch.cat([cls_score.sigmoid(), background], dim=1)
 

@@ -41,7 +41,8 @@ from mmdet.models.losses import accuracy
 from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import resolve_class_statistics
 from .fused_elementwise import FusedElementwise
-from .sigmoid_terms import positive_mask, softplus_and_sigmoid
+from .sigmoid_terms import (column_sums_at_labels, positive_mask,
+                            softplus_and_sigmoid)
 
 REDUCTIONS = ('none', 'mean', 'sum')
 
@@ -131,9 +132,9 @@ class GradStats(NamedTuple):
 
 def check_finite_logits(logits: Tensor, logit_sums: Tensor,
                         owner: str) -> None:
-    """Raise if ``logit_sums`` (sums of every logit) is not finite: any
-    NaN or inf logit makes it so; an overflowing sum of finite logits is
-    re-checked element-wise."""
+    """Raise if the sum of ``logit_sums`` (partial sums of every logit, as
+    a fused pass returns them) is not finite: any NaN or inf logit makes it
+    so; an overflowing sum of finite logits is re-checked element-wise."""
     # one reduction and one sync in the usual, finite case
     if math.isfinite(float(logit_sums.sum())) or bool(
             torch.isfinite(logits).all()):
@@ -150,13 +151,7 @@ def gradient_magnitudes(grad: Tensor, target_col: Tensor,
     the other elements, from the gradient (N, K) of the loss normalised by
     ``scale`` and its column sums: the targets' gradients are <= 0, the
     others' >= 0, so only the N target elements are read again."""
-    num_columns = grad.size(1)
-    columns = target_col.clamp(0, num_columns - 1)
-    at_target = grad.gather(1, columns[:, None]).view(-1)
-    # a row without a target adds to an extra bin, dropped
-    bins = target_col.where(target_col == columns, num_columns)
-    pos_magnitude = grad.new_zeros(num_columns + 1).index_add_(
-        0, bins, at_target, alpha=-1 / scale)[:num_columns]
+    pos_magnitude = column_sums_at_labels(grad, target_col).mul_(-1 / scale)
     # clamped: rounding can leave a column with no negatives below 0
     neg_magnitude = torch.add(
         pos_magnitude, column_sums, alpha=1 / scale).clamp_(min=0)

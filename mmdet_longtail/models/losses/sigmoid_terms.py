@@ -69,3 +69,16 @@ def positive_mask(positive: Tensor, num_columns: int) -> Tensor:
     columns = torch.arange(
         num_columns, device=positive.device, dtype=torch.int32)
     return positive[:, None].to(torch.int32) == columns
+
+
+def column_sums_at_labels(values: Tensor, labels: Tensor) -> Tensor:
+    """``sum_i values[i, labels_i]`` per column (K,), over the rows whose
+    label lies in ``[0, K)``; reads only those N elements, not the
+    (N, K) matrix."""
+    num_columns = values.size(1)
+    columns = labels.clamp(0, num_columns - 1)
+    at_label = values.gather(1, columns[:, None]).view(-1)
+    # a row without a label in range adds to an extra bin, dropped
+    bins = labels.where(labels == columns, num_columns)
+    return at_label.new_zeros(num_columns + 1).index_add_(
+        0, bins, at_label)[:num_columns]

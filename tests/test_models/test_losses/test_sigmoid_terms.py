@@ -4,9 +4,8 @@ mask, against float64 references."""
 import pytest
 import torch
 
-from mmdet_longtail.models.losses.sigmoid_terms import (log1p_of_unit,
-                                                        positive_mask,
-                                                        softplus_and_sigmoid)
+from mmdet_longtail.models.losses.sigmoid_terms import (
+    column_sums_at_labels, log1p_of_unit, positive_mask, softplus_and_sigmoid)
 
 
 def test_log1p_series_is_accurate_to_float32_rounding():
@@ -55,3 +54,11 @@ def test_positive_mask_from_labels_and_from_a_mask():
                              [0, 0, 0, 0], [0, 0, 1, 0]]).bool()
     assert torch.equal(positive_mask(labels, 4), expected)
     assert positive_mask(expected, 4) is expected
+
+
+def test_column_sums_at_labels():
+    values = torch.arange(15.).view(5, 3)  # row i: 3i, 3i + 1, 3i + 2
+    labels = torch.tensor([2, 0, 3, -1, 2])  # 3 and -1: no label in range
+    # column 0: row 1 (3); column 2: rows 0 and 4 (2 + 14)
+    expected = torch.tensor([3., 0., 16.])
+    assert torch.equal(column_sums_at_labels(values, labels), expected)
