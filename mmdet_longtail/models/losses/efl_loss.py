@@ -128,10 +128,10 @@ def positive_magnitudes(derivative: Tensor, positive: Tensor) -> Tensor:
     return column_sums_at_labels(derivative, positive).neg_()
 
 
-def gradient_statistics(grad: Tensor,
-                        positive: Tensor) -> Tuple[Tensor, Tensor]:
+def gradient_statistics(grad: Tensor, positive: Tensor) -> Tensor:
     """Per-class sums of the gradient magnitude over the positive and the
-    negative targets, ``(sum_i y_ij |g_ij|, sum_i (1 - y_ij) |g_ij|)``.
+    negative targets, ``sum_i y_ij |g_ij|`` and ``sum_i (1 - y_ij) |g_ij|``,
+    stacked (2, C).
 
     Args:
         grad (Tensor): gradient of the loss w.r.t. the logits (N, C).
@@ -143,7 +143,7 @@ def gradient_statistics(grad: Tensor,
     magnitude = grad.abs()
     is_pos = positive_mask(positive, grad.size(1))
     positive_sum = (magnitude * is_pos).sum(0)
-    return positive_sum, magnitude.sum(0) - positive_sum
+    return torch.stack([positive_sum, magnitude.sum(0) - positive_sum])
 
 
 class EqualizedFocalLossFunction(torch.autograd.Function):
@@ -195,8 +195,7 @@ class EqualizedFocalLossFunction(torch.autograd.Function):
                     ctx.statistics * grad_loss.abs()
                 ctx.on_gradient(statistics)
             else:
-                ctx.on_gradient(
-                    torch.stack(gradient_statistics(grad, positive)))
+                ctx.on_gradient(gradient_statistics(grad, positive))
         return grad, None, None, None, None, None, None, None, None
 
 
