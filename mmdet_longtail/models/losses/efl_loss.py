@@ -45,6 +45,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.dist import is_distributed
 from mmengine.logging import print_log
 from torch import Tensor
 from torch.autograd import Variable
@@ -260,10 +261,6 @@ def positive_negative_ratio(pos_grad: Tensor,
                             out: Optional[Tensor] = None) -> Tensor:
     """``g_j = clamp(G+_j / G-_j, 0, 1)`` (written to ``out`` if given)."""
     return torch.div(pos_grad, neg_grad + RATIO_EPS, out=out).clamp_(0, 1)
-
-
-def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
 
 
 @MODELS.register_module()

@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.dist import is_distributed
 from torch import Tensor
 
 from mmdet.models.losses import accuracy
@@ -83,10 +84,6 @@ def eqlv2_loss(cls_score: Tensor,
         reduction=reduction,
         with_statistics=True,
         owner='EQLv2')
-
-
-def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
 
 
 @MODELS.register_module()
