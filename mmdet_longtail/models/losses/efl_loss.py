@@ -33,9 +33,11 @@ doubles after 2000 finite steps and halves on an overflow; overflow steps
 add nothing). The authors train in fp32.
 
 Speed: the loss, its derivative and the per-class sums the statistics need
-come from one pass over every anchor x class, fused into one kernel by
-``torch.compile`` when large (``fused_elementwise``), with the positive
-targets selected inside it (``sigmoid_terms.positive_mask``).
+come from one pass over every anchor x class. When the input is large, the
+pass is a C++ kernel on a CPU (``mmdet_longtail/ops/csrc/efl_cpu.cpp``,
+for labels as targets and a summed loss) and otherwise one kernel fused by
+``torch.compile`` (``fused_elementwise``), with the positive targets
+selected inside it (``sigmoid_terms.positive_mask``).
 ``benchmarks/bench_cls_losses.py`` times it against softmax cross-entropy.
 """
 import math
@@ -52,6 +54,7 @@ from torch.autograd import Variable
 from torch.autograd.function import once_differentiable
 
 from mmdet.registry import MODELS
+from mmdet_longtail.ops import cpu_kernels_for
 from .eql_loss import check_finite_logits, check_reduction
 from .fused_elementwise import FusedElementwise
 from .sigmoid_terms import (column_sums_at_labels, positive_mask,
@@ -119,6 +122,44 @@ def efl_dense(x: Tensor, positive: Tensor, gamma: Tensor, coef: Tensor,
 fused_efl_dense = FusedElementwise(efl_dense)
 
 
+def efl_pass(pred: Tensor, positive: Tensor, gamma: Tensor,
+             weighting: Tensor, alpha: float, weight: Optional[Tensor],
+             scale: float, reduce: bool,
+             with_statistics: bool) -> Tuple[Tensor, ...]:
+    """:func:`efl_dense` with the coefficients ``weighting * scale``, on
+    the fastest path for the input: the C++ CPU kernel, the compiled pass
+    or eager.
+
+    Returns:
+        tuple: the loss (per anchor (N,) with ``reduce``, else (N, C)),
+        ``dl/dx`` (N, C), the per-anchor logit sums (N,), and with
+        ``with_statistics`` (which needs ``reduce``) the per-class gradient
+        magnitudes over the positive and the negative targets, stacked
+        (2, C) (else None).
+    """
+    # the C++ kernel: labels as targets, no or per-anchor weights, summed
+    per_anchor = weight is None or weight.size(1) == 1
+    kernel = cpu_kernels_for(pred, fused_efl_dense.min_numel) \
+        if reduce and positive.dim() == 1 and per_anchor else None
+    if kernel is not None:
+        loss, derivative, statistics, logit_sums = kernel.efl_forward_labels(
+            pred, positive.long().contiguous(),
+            pred.new_empty(0) if weight is None else
+            weight.reshape(-1).contiguous(), gamma, weighting, alpha, scale)
+        return (loss, derivative, logit_sums,
+                statistics if with_statistics else None)
+    loss, derivative, logit_sums, *class_sums = fused_efl_dense(
+        pred, positive, gamma.view(1, -1),
+        torch.mul(weighting, scale).view(1, -1), alpha,
+        pred.new_ones(1, 1) if weight is None else weight, reduce)
+    if not with_statistics:
+        return loss, derivative, logit_sums, None
+    # G- = the class sums of the derivative, which count G+ negatively, + G+
+    pos_sums = positive_magnitudes(derivative, positive)
+    return (loss, derivative, logit_sums,
+            torch.stack([pos_sums, class_sums[0].add_(pos_sums)]))
+
+
 def positive_magnitudes(derivative: Tensor, positive: Tensor) -> Tensor:
     """Per-class ``sum |dl/dx|`` over the positive targets: for labels,
     from the N elements at the labels (background anchors, label C, add
@@ -164,19 +205,11 @@ class EqualizedFocalLossFunction(torch.autograd.Function):
                 weighting: Tensor, alpha: float, weight: Optional[Tensor],
                 scale: float, reduce: bool,
                 on_gradient: Optional[Callable]) -> Tensor:
-        if weight is None:
-            weight = pred.new_ones(1, 1)
-        loss, derivative, logit_sums, *class_sums = fused_efl_dense(
-            pred, positive, gamma.view(1, -1),
-            torch.mul(weighting, scale).view(1, -1), alpha, weight, reduce)
+        loss, derivative, logit_sums, statistics = efl_pass(
+            pred, positive, gamma, weighting, alpha, weight, scale, reduce,
+            with_statistics=reduce and on_gradient is not None)
         check_finite_logits(pred, logit_sums, 'EFL')
-        if reduce and on_gradient is not None:
-            # G+ and G- per class, stacked (2, C)
-            pos_sums = positive_magnitudes(derivative, positive)
-            ctx.statistics = torch.stack(
-                [pos_sums, class_sums[0].add_(pos_sums)])
-        else:
-            ctx.statistics = None
+        ctx.statistics = statistics
         ctx.save_for_backward(derivative, positive)
         ctx.reduce, ctx.on_gradient = reduce, on_gradient
         return loss.sum() if reduce else loss

@@ -20,12 +20,14 @@ score of class j is ``sigmoid(z_j)`` and a zero background column is appended
 
 This module also holds :func:`one_hot_weighted_bce`, the weighted sigmoid
 cross-entropy with one-hot targets that EQL and EQLv2 share. It never stores
-the dense target or weight matrices: one pass over the logits, fused into
-one kernel by ``torch.compile`` when large (``fused_elementwise``), computes
+the dense target or weight matrices: one pass over the logits computes
 each element's loss and gradient from one ``exp`` and a cheap ``log1p``
 (``sigmoid_terms``), the per-row losses, the per-column gradient sums the
-statistics of EQLv2 need, and the finiteness check of the logits. Backward
-is one broadcast product at most. ``benchmarks/bench_cls_losses.py`` times
+statistics of EQLv2 need, and the finiteness check of the logits. When the
+input is large, the pass is a C++ kernel on a CPU
+(``mmdet_longtail/ops/csrc/one_hot_bce_cpu.cpp``) and otherwise one kernel
+fused by ``torch.compile`` (``fused_elementwise``). Backward is one
+broadcast product at most. ``benchmarks/bench_cls_losses.py`` times
 it against softmax cross-entropy.
 """
 import math
@@ -40,6 +42,7 @@ from torch.autograd.function import once_differentiable
 from mmdet.models.losses import accuracy
 from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import resolve_class_statistics
+from mmdet_longtail.ops import cpu_kernels_for
 from .fused_elementwise import FusedElementwise
 from .sigmoid_terms import (column_sums_at_labels, positive_mask,
                             softplus_and_sigmoid)
@@ -158,6 +161,38 @@ def gradient_magnitudes(grad: Tensor, target_col: Tensor,
     return pos_magnitude, neg_magnitude
 
 
+def one_hot_bce_pass(
+    logits: Tensor, target_col: Tensor, pos_weight: Tensor,
+    neg_weight: Tensor, row_kind: Optional[Tensor], scale: float,
+    with_statistics: bool
+) -> Tuple[Tensor, Tensor, Tensor, Optional[Tuple[Tensor, Tensor]]]:
+    """:func:`one_hot_bce_sums` on the fastest path for the input: the
+    C++ CPU kernel, the compiled pass or eager.
+
+    Returns:
+        tuple: per-row losses (N,), the gradient (N, K), the per-row logit
+        sums (N,), and with ``with_statistics`` the per-column gradient
+        magnitudes of the un-normalised loss over the targets and over the
+        other elements (else None).
+    """
+    kernel = cpu_kernels_for(logits, fused_one_hot_bce_sums.min_numel)
+    if kernel is not None:
+        row_loss, grad, logit_sums, *statistics = kernel.one_hot_bce_forward(
+            logits, target_col.contiguous(), pos_weight.contiguous(),
+            neg_weight.contiguous(),
+            logits.new_empty(0, dtype=torch.long)
+            if row_kind is None else row_kind.long().contiguous(), scale,
+            with_statistics)
+        magnitudes = statistics[0].unbind(0) if statistics else None
+        return row_loss, grad, logit_sums, magnitudes
+    row_loss, grad, logit_sums, *column_sums = fused_one_hot_bce_sums(
+        logits, target_col, pos_weight, neg_weight, row_kind, scale,
+        with_statistics)
+    magnitudes = gradient_magnitudes(grad, target_col, column_sums[0],
+                                     scale) if with_statistics else None
+    return row_loss, grad, logit_sums, magnitudes
+
+
 class _OneHotWeightedBCE(torch.autograd.Function):
     """Autograd function of :func:`one_hot_weighted_bce`.
 
@@ -171,15 +206,14 @@ class _OneHotWeightedBCE(torch.autograd.Function):
                 neg_weight: Tensor, row_kind: Optional[Tensor], reduction: str,
                 with_statistics: bool, owner: str) -> tuple:
         scale = 1.0 / max(logits.size(0), 1) if reduction == 'mean' else 1.0
-        row_loss, grad, logit_sums, *column_sums = fused_one_hot_bce_sums(
+        row_loss, grad, logit_sums, magnitudes = one_hot_bce_pass(
             logits, target_col, pos_weight, neg_weight, row_kind, scale,
             with_statistics)
         check_finite_logits(logits, logit_sums, owner)
         ctx.save_for_backward(grad)
         ctx.reduction = reduction
         if with_statistics:
-            pos_magnitude, neg_magnitude = gradient_magnitudes(
-                grad, target_col, column_sums[0], scale)
+            pos_magnitude, neg_magnitude = magnitudes
             ctx.mark_non_differentiable(pos_magnitude, neg_magnitude)
         else:
             pos_magnitude = neg_magnitude = None

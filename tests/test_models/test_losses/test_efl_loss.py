@@ -483,9 +483,13 @@ def run_one_step(efl: EFL, logits, labels, weights, reduction):
     return loss.detach(), x.grad, efl.pos_grad.clone(), efl.neg_grad.clone()
 
 
+@pytest.mark.parametrize('loss_path', ['compiled', 'cpu_kernel'],
+                         indirect=True)
 @pytest.mark.parametrize('reduction', ['mean', 'sum', 'none'])
-def test_fused_dense_pass_equals_the_eager_one(monkeypatch, reduction):
-    """Above the size threshold the dense pass is one compiled kernel; loss,
+def test_fused_dense_pass_equals_the_eager_one(monkeypatch, loss_path,
+                                               reduction):
+    """Above the size threshold the dense pass is one compiled kernel or,
+    on a CPU with labels as targets and a summed loss, the C++ kernel; loss,
     gradient and statistics equal the eager evaluation of the same math."""
     from mmdet_longtail.models.losses import efl_loss
     torch.manual_seed(2)
@@ -495,9 +499,10 @@ def test_fused_dense_pass_equals_the_eager_one(monkeypatch, reduction):
     labels = torch.randint(0, classes + 1, (num, ))
     weights = (torch.rand(num) > 0.1).float()
     ratio = torch.rand(classes)
+    spy = loss_path(efl_loss)
 
     results = []
-    for min_numel in (1 << 40, 1):  # eager, then compiled
+    for min_numel in (1 << 40, 1):  # eager, then fused
         monkeypatch.setattr(efl_loss.fused_efl_dense, 'min_numel',
                             min_numel)
         efl = EFL(classes)
@@ -505,9 +510,16 @@ def test_fused_dense_pass_equals_the_eager_one(monkeypatch, reduction):
         results.append(run_one_step(efl, logits, labels, weights,
                                     reduction))
     used = efl_loss.fused_efl_dense
-    assert used._verified and not used._unavailable  # it did compile
+    # the C++ kernel computes summed losses; 'none' compiles
+    by_kernel = spy is not None and reduction != 'none'
+    if spy is not None:
+        assert spy.calls == (['efl_forward_labels'] if by_kernel else [])
+    if not by_kernel:
+        assert used._verified and not used._unavailable  # it did compile
+    # the C++ kernel's exp is within 20 ulp (exp_u20)
+    rtol = 2e-5 if by_kernel else 1e-5
     for eager, fused in zip(*results):
-        torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-9)
+        torch.testing.assert_close(fused, eager, rtol=rtol, atol=1e-9)
 
 
 # ---------------------------------------------------------- bad input
