@@ -167,3 +167,22 @@ def loss_path(request, monkeypatch):
         return spy
 
     return select
+
+
+@pytest.fixture
+def force_cpu_kernels(monkeypatch):
+    """Make a loss module (the argument) run the C++ CPU kernels at every
+    input size they apply to; they otherwise start where ``torch.compile``
+    does, above the sizes of hand-checked cases. Returns the spy."""
+    from mmdet_longtail.ops import cpu_kernels_for, load_cpu_kernels
+
+    def force(loss_module) -> KernelSpy:
+        module = load_cpu_kernels()
+        assert module is not None, 'the CPU kernels did not build'
+        spy = KernelSpy(module)
+        monkeypatch.setattr(
+            loss_module, 'cpu_kernels_for', lambda x, min_numel: spy
+            if cpu_kernels_for(x, 0) is not None else None)
+        return spy
+
+    return force

@@ -85,6 +85,16 @@ def make_efl(num_classes: int = 3, ratio=None) -> EFL:
     return efl
 
 
+@pytest.fixture(params=['eager', 'cpu_kernel'])
+def kernel_spy(request, force_cpu_kernels):
+    """Runs a hand-checked case eagerly and through the C++ CPU kernel:
+    None, or the spy of the kernel's calls."""
+    if request.param == 'eager':
+        return None
+    from mmdet_longtail.models.losses import efl_loss
+    return force_cpu_kernels(efl_loss)
+
+
 def test_defaults_and_buffers():
     efl = EFL(5)
     assert (efl.gamma_b, efl.scale_factor, efl.alpha, efl.loss_weight) == (
@@ -96,7 +106,7 @@ def test_defaults_and_buffers():
     assert torch.equal(state['neg_grad'], torch.zeros(5))
 
 
-def test_value_and_gradient_match_hand_computation():
+def test_value_and_gradient_match_hand_computation(kernel_spy):
     # one element written out: x = 1, class 0 (gamma 2, weighting 1),
     # p = 0.731059, (1 - p)^2 = 0.072329, -log p = 0.313262
     # -> 0.25 * 1 * 0.072329 * 0.313262 = 0.0056645
@@ -113,9 +123,11 @@ def test_value_and_gradient_match_hand_computation():
     torch.testing.assert_close(logits.grad, expected_grad, rtol=1e-5,
                                atol=1e-8)
     assert torch.all(logits.grad[3] == 0)  # ignored anchor
+    assert kernel_spy is None or kernel_spy.calls == ['efl_forward_labels']
 
 
-def test_statistics_of_one_step_are_the_true_gradient_magnitudes():
+def test_statistics_of_one_step_are_the_true_gradient_magnitudes(
+        kernel_spy):
     _, _, pos, neg = hand_case()
     efl = make_efl(ratio=RATIO)
     logits = torch.tensor(LOGITS, requires_grad=True)
@@ -132,6 +144,7 @@ def test_statistics_of_one_step_are_the_true_gradient_magnitudes():
     assert efl.pos_grad[1] == 0
     torch.testing.assert_close(
         efl.pos_neg, (pos / (neg + 1e-10)).clamp(0, 1), rtol=1e-5, atol=0)
+    assert kernel_spy is None or kernel_spy.calls == ['efl_forward_labels']
 
 
 def test_loss_weight_and_reductions():
@@ -269,7 +282,7 @@ def true_gradient_increments(head: TwoLevelHead, levels,
     return torch.cat([pos, neg])
 
 
-def test_statistics_after_n_steps_follow_the_recurrence():
+def test_statistics_after_n_steps_follow_the_recurrence(kernel_spy):
     torch.manual_seed(0)
     head = TwoLevelHead()
     optim = torch.optim.SGD(head.parameters(), lr=0.5)
@@ -296,6 +309,8 @@ def test_statistics_after_n_steps_follow_the_recurrence():
         torch.testing.assert_close(head.loss_cls.pos_neg, ratio)
     # the recurrence exercised both branches of the clamp
     assert float(ratio.max()) == 1.0 and float(ratio.min()) < 0.9
+    if kernel_spy is not None:  # two levels x 6 steps
+        assert kernel_spy.calls == ['efl_forward_labels'] * 12
 
 
 def test_no_statistics_without_a_backward_pass_or_in_eval():

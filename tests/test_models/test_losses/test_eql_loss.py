@@ -40,6 +40,16 @@ ROW_LOSSES = [
 HAND_LOSS = sum(ROW_LOSSES) / 3
 
 
+@pytest.fixture(params=['eager', 'cpu_kernel'])
+def kernel_spy(request, force_cpu_kernels):
+    """Runs a hand-checked case eagerly and through the C++ CPU kernel:
+    None, or the spy of the kernel's calls."""
+    if request.param == 'eager':
+        return None
+    from mmdet_longtail.models.losses import eql_loss
+    return force_cpu_kernels(eql_loss)
+
+
 def make_eql(**kwargs) -> EQLoss:
     return EQLoss(3, LAMBDA, image_freq=FREQ, **kwargs)
 
@@ -55,13 +65,14 @@ def dense_eql(logits: torch.Tensor, labels: torch.Tensor,
     return (w * bce).sum() / logits.size(0)
 
 
-def test_value_matches_hand_computation():
+def test_value_matches_hand_computation(kernel_spy):
     loss = make_eql()(torch.tensor(LOGITS), torch.tensor(LABELS))
     assert HAND_LOSS == pytest.approx(1.2118784, abs=1e-7)
     assert loss.item() == pytest.approx(HAND_LOSS, abs=1e-6)
+    assert kernel_spy is None or kernel_spy.calls == ['one_hot_bce_forward']
 
 
-def test_gradient_matches_analytic_form():
+def test_gradient_matches_analytic_form(kernel_spy):
     # dL/dz_ij = w_ij (sigmoid(z_ij) - y_ij) / N:
     #   RoI 0: [(0.75 - 1) / 3, 0, 0]
     #   RoI 1: [0.5 / 3, (0.75 - 1) / 3, 0]
@@ -71,6 +82,7 @@ def test_gradient_matches_analytic_form():
     logits = torch.tensor(LOGITS, requires_grad=True)
     make_eql()(logits, torch.tensor(LABELS)).backward()
     torch.testing.assert_close(logits.grad, expected)
+    assert kernel_spy is None or kernel_spy.calls == ['one_hot_bce_forward']
 
 
 def test_gradcheck_float64():

@@ -56,6 +56,16 @@ def loss_in_hand_state(**kwargs) -> EQLv2:
     return eqlv2
 
 
+@pytest.fixture(params=['eager', 'cpu_kernel'])
+def kernel_spy(request, force_cpu_kernels):
+    """Runs a hand-checked case eagerly and through the C++ CPU kernel:
+    None, or the spy of the kernel's calls."""
+    if request.param == 'eager':
+        return None
+    from mmdet_longtail.models.losses import eql_loss
+    return force_cpu_kernels(eql_loss)
+
+
 def test_defaults_and_buffers():
     eqlv2 = EQLv2(5)
     assert (eqlv2.gamma, eqlv2.mu, eqlv2.alpha, eqlv2.loss_weight) == (12.0,
@@ -78,13 +88,14 @@ def test_weights_match_hand_computation():
     torch.testing.assert_close(neg_w, torch.tensor(NEG_W))
 
 
-def test_value_matches_hand_computation():
+def test_value_matches_hand_computation(kernel_spy):
     loss = loss_in_hand_state()(torch.tensor(LOGITS), torch.tensor(LABELS))
     assert HAND_LOSS == pytest.approx(2.2722719, abs=1e-7)
     assert loss.item() == pytest.approx(HAND_LOSS, abs=1e-6)
+    assert kernel_spy is None or kernel_spy.calls == ['one_hot_bce_forward']
 
 
-def test_gradient_matches_analytic_form():
+def test_gradient_matches_analytic_form(kernel_spy):
     # dL/dz_ij = w_ij (sigmoid(z_ij) - y_ij) / N, N = 2:
     #   RoI 0: [3 (0.75 - 1), 0.75 * 0.25, 1 * 0.5] / 2
     #   RoI 1: [0.5 * 0.5, 0.75 * 0.75, 1 (0.25 - 1)] / 2
@@ -92,9 +103,10 @@ def test_gradient_matches_analytic_form():
     logits = torch.tensor(LOGITS, requires_grad=True)
     loss_in_hand_state()(logits, torch.tensor(LABELS)).backward()
     torch.testing.assert_close(logits.grad, expected)
+    assert kernel_spy is None or kernel_spy.calls == ['one_hot_bce_forward']
 
 
-def test_statistics_of_one_step_match_hand_computation():
+def test_statistics_of_one_step_match_hand_computation(kernel_spy):
     eqlv2 = loss_in_hand_state()
     eqlv2(torch.tensor(LOGITS), torch.tensor(LABELS))
     pos = torch.tensor(POS_GRAD) + torch.tensor(POS_INCREMENT)
@@ -104,6 +116,7 @@ def test_statistics_of_one_step_match_hand_computation():
     torch.testing.assert_close(eqlv2.neg_grad, neg)
     torch.testing.assert_close(eqlv2.pos_neg,
                                torch.tensor([1.24, 0.8915510 / 1.75]))
+    assert kernel_spy is None or kernel_spy.calls == ['one_hot_bce_forward']
 
 
 def test_gradcheck_float64():
@@ -169,7 +182,7 @@ def reference_step(state: dict, logits: torch.Tensor,
     return loss
 
 
-def test_statistics_after_n_steps_follow_the_recurrence():
+def test_statistics_after_n_steps_follow_the_recurrence(kernel_spy):
     gen = torch.Generator().manual_seed(0)
     eqlv2 = EQLv2(NUM_CLASSES)
     state = dict(
@@ -188,6 +201,8 @@ def test_statistics_after_n_steps_follow_the_recurrence():
     # class 5 never had a positive: ratio 0, its negatives are damped
     assert eqlv2.pos_neg[5] == 0
     assert eqlv2.weights()[1][5] < 1e-4
+    if kernel_spy is not None:
+        assert kernel_spy.calls == ['one_hot_bce_forward'] * 6
 
 
 def test_statistics_are_the_true_gradient_magnitudes():
