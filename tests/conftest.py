@@ -3,6 +3,7 @@
 Tools run in subprocesses (as a user runs them), pointed at the small
 dataset through MMLT_SYNTHETIC_ROOT, which the synthetic configs read.
 """
+import importlib
 import os
 import os.path as osp
 import signal
@@ -169,20 +170,21 @@ def loss_path(request, monkeypatch):
     return select
 
 
-@pytest.fixture
-def force_cpu_kernels(monkeypatch):
-    """Make a loss module (the argument) run the C++ CPU kernels at every
-    input size they apply to; they otherwise start where ``torch.compile``
-    does, above the sizes of hand-checked cases. Returns the spy."""
+@pytest.fixture(params=['eager', 'cpu_kernel'])
+def kernel_spy(request, monkeypatch) -> Optional[KernelSpy]:
+    """Runs a hand-checked case eagerly and through the C++ CPU kernels:
+    None, or the spy of the kernels' calls. The kernels otherwise start
+    where ``torch.compile`` does, above the sizes of hand-checked cases, so
+    here they apply at every size. The test module names the loss module
+    to patch in ``LOSS_MODULE``."""
+    if request.param == 'eager':
+        return None
     from mmdet_longtail.ops import cpu_kernels_for, load_cpu_kernels
-
-    def force(loss_module) -> KernelSpy:
-        module = load_cpu_kernels()
-        assert module is not None, 'the CPU kernels did not build'
-        spy = KernelSpy(module)
-        monkeypatch.setattr(
-            loss_module, 'cpu_kernels_for', lambda x, min_numel: spy
-            if cpu_kernels_for(x, 0) is not None else None)
-        return spy
-
-    return force
+    module = load_cpu_kernels()
+    assert module is not None, 'the CPU kernels did not build'
+    spy = KernelSpy(module)
+    monkeypatch.setattr(
+        importlib.import_module(request.module.LOSS_MODULE),
+        'cpu_kernels_for', lambda x, min_numel: spy
+        if cpu_kernels_for(x, 0) is not None else None)
+    return spy

@@ -27,7 +27,7 @@ import torch
 from mmengine.logging import print_log
 
 SOURCES = ('efl_cpu.cpp', 'one_hot_bce_cpu.cpp', 'bindings.cpp')
-HEADERS = ('sigmoid_terms.h', )
+HEADERS = ('row_blocks.h', 'sigmoid_terms.h')
 CSRC_DIR = osp.join(osp.dirname(__file__), 'csrc')
 # torch's capability name -> compiler flags and ATen's vector ISA macro
 ISA_FLAGS = {

@@ -27,12 +27,12 @@
 //     row block's own (2, C) partial sums, which stay in cache; the blocks
 //     are fixed by N alone, so the sums do not depend on the thread count.
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <vector>
 
+#include "row_blocks.h"
 #include "sigmoid_terms.h"
 
 namespace mmdet_longtail {
@@ -115,14 +115,8 @@ std::vector<at::Tensor> efl_forward_labels(
     const at::Tensor& logits, const at::Tensor& labels,
     const at::Tensor& weight, const at::Tensor& gamma,
     const at::Tensor& weighting, double alpha, double scale) {
-  TORCH_CHECK(logits.dim() == 2 && logits.scalar_type() == at::kFloat &&
-                  logits.is_contiguous() && logits.device().is_cpu(),
-              "efl_forward_labels: logits must be a contiguous float32 "
-              "(N, C) CPU tensor");
+  check_logits_and_targets(logits, labels, "efl_forward_labels");
   const int64_t num = logits.size(0), num_classes = logits.size(1);
-  TORCH_CHECK(labels.scalar_type() == at::kLong && labels.is_contiguous() &&
-                  labels.numel() == num,
-              "efl_forward_labels: labels must be contiguous int64 (N,)");
   TORCH_CHECK(weight.numel() == 0 ||
                   (weight.scalar_type() == at::kFloat &&
                    weight.is_contiguous() && weight.numel() == num),
@@ -137,12 +131,6 @@ std::vector<at::Tensor> efl_forward_labels(
   at::Tensor grad = at::empty_like(logits);
   at::Tensor row_loss = at::empty({num}, logits.options());
   at::Tensor row_logit_sum = at::empty({num}, logits.options());
-  const int64_t block_rows = rows_per_block(num);
-  const int64_t num_blocks = (num + block_rows - 1) / block_rows;
-  at::Tensor partial_sums =
-      at::zeros({std::max<int64_t>(num_blocks, 1), 2, num_classes},
-                logits.options());
-
   const float* logits_data = logits.data_ptr<float>();
   const int64_t* label_data = labels.data_ptr<int64_t>();
   const float* weight_data =
@@ -152,19 +140,16 @@ std::vector<at::Tensor> efl_forward_labels(
   float* grad_data = grad.data_ptr<float>();
   float* row_loss_data = row_loss.data_ptr<float>();
   float* row_logit_data = row_logit_sum.data_ptr<float>();
-  float* partial_data = partial_sums.data_ptr<float>();
-  at::parallel_for(0, num_blocks, 1, [&](int64_t first, int64_t last) {
-    for (int64_t block = first; block < last; ++block) {
-      float* pos_sums = partial_data + block * 2 * num_classes;
-      efl_rows(logits_data, label_data, weight_data, gamma_data,
-               weighting_data, static_cast<float>(alpha),
-               static_cast<float>(scale), block * block_rows,
-               std::min(num, (block + 1) * block_rows), num_classes,
-               grad_data, row_loss_data, row_logit_data,
-               pos_sums + num_classes, pos_sums);
-    }
-  });
-  return {row_loss, grad, partial_sums.sum(0), row_logit_sum};
+  at::Tensor statistics = for_each_row_block(
+      num, num_classes, /*with_sums=*/true, logits.options(),
+      [&](int64_t begin, int64_t end, float* pos_sums) {
+        efl_rows(logits_data, label_data, weight_data, gamma_data,
+                 weighting_data, static_cast<float>(alpha),
+                 static_cast<float>(scale), begin, end, num_classes,
+                 grad_data, row_loss_data, row_logit_data,
+                 pos_sums + num_classes, pos_sums);
+      });
+  return {row_loss, grad, statistics, row_logit_sum};
 }
 
 }  // namespace mmdet_longtail

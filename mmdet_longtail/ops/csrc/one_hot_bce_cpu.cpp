@@ -14,12 +14,12 @@
 // masks only in the vector that holds the target, and the per-column sums
 // in fixed row blocks' (2, K) partial sums instead of a second pass.
 #include <ATen/ATen.h>
-#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cstdint>
 #include <vector>
 
+#include "row_blocks.h"
 #include "sigmoid_terms.h"
 
 namespace mmdet_longtail {
@@ -91,15 +91,8 @@ std::vector<at::Tensor> one_hot_bce_forward(
     const at::Tensor& logits, const at::Tensor& target_col,
     const at::Tensor& pos_weight, const at::Tensor& neg_weight,
     const at::Tensor& row_kind, double scale, bool with_statistics) {
-  TORCH_CHECK(logits.dim() == 2 && logits.scalar_type() == at::kFloat &&
-                  logits.is_contiguous() && logits.device().is_cpu(),
-              "one_hot_bce_forward: logits must be a contiguous float32 "
-              "(N, K) CPU tensor");
+  check_logits_and_targets(logits, target_col, "one_hot_bce_forward");
   const int64_t num = logits.size(0), num_columns = logits.size(1);
-  TORCH_CHECK(target_col.scalar_type() == at::kLong &&
-                  target_col.is_contiguous() && target_col.numel() == num,
-              "one_hot_bce_forward: target_col must be contiguous int64 "
-              "(N,)");
   TORCH_CHECK(pos_weight.scalar_type() == at::kFloat &&
                   pos_weight.is_contiguous() &&
                   pos_weight.numel() == num_columns,
@@ -128,13 +121,6 @@ std::vector<at::Tensor> one_hot_bce_forward(
   at::Tensor grad = at::empty_like(logits);
   at::Tensor row_loss = at::empty({num}, logits.options());
   at::Tensor row_logit_sum = at::empty({num}, logits.options());
-  const int64_t block_rows = rows_per_block(num);
-  const int64_t num_blocks = (num + block_rows - 1) / block_rows;
-  at::Tensor partial_sums = at::zeros(
-      {with_statistics ? std::max<int64_t>(num_blocks, 1) : 0, 2,
-       num_columns},
-      logits.options());
-
   const float* logits_data = logits.data_ptr<float>();
   const int64_t* target_data = target_col.data_ptr<int64_t>();
   const float* pos_data = pos_weight.data_ptr<float>();
@@ -142,30 +128,24 @@ std::vector<at::Tensor> one_hot_bce_forward(
   float* grad_data = grad.data_ptr<float>();
   float* row_loss_data = row_loss.data_ptr<float>();
   float* row_logit_data = row_logit_sum.data_ptr<float>();
-  float* partial_data = partial_sums.data_ptr<float>();
-  at::parallel_for(0, num_blocks, 1, [&](int64_t first, int64_t last) {
-    for (int64_t block = first; block < last; ++block) {
-      const int64_t begin = block * block_rows;
-      const int64_t end = std::min(num, begin + block_rows);
-      if (with_statistics) {
-        float* pos_sums = partial_data + block * 2 * num_columns;
-        one_hot_bce_rows<true>(
-            logits_data, target_data, pos_data, neg_data, kind_data,
-            static_cast<float>(scale), begin, end, num_columns, grad_data,
-            row_loss_data, row_logit_data, pos_sums, pos_sums + num_columns);
-      } else {
-        one_hot_bce_rows<false>(
-            logits_data, target_data, pos_data, neg_data, kind_data,
-            static_cast<float>(scale), begin, end, num_columns, grad_data,
-            row_loss_data, row_logit_data, nullptr, nullptr);
-      }
-    }
-  });
-  std::vector<at::Tensor> outputs{row_loss, grad, row_logit_sum};
-  if (with_statistics) {
-    outputs.push_back(partial_sums.sum(0).mul_(1.0 / scale));
-  }
-  return outputs;
+  at::Tensor statistics = for_each_row_block(
+      num, num_columns, with_statistics, logits.options(),
+      [&](int64_t begin, int64_t end, float* pos_sums) {
+        if (pos_sums) {
+          one_hot_bce_rows<true>(
+              logits_data, target_data, pos_data, neg_data, kind_data,
+              static_cast<float>(scale), begin, end, num_columns, grad_data,
+              row_loss_data, row_logit_data, pos_sums,
+              pos_sums + num_columns);
+        } else {
+          one_hot_bce_rows<false>(
+              logits_data, target_data, pos_data, neg_data, kind_data,
+              static_cast<float>(scale), begin, end, num_columns, grad_data,
+              row_loss_data, row_logit_data, nullptr, nullptr);
+        }
+      });
+  if (!with_statistics) return {row_loss, grad, row_logit_sum};
+  return {row_loss, grad, row_logit_sum, statistics.mul_(1.0 / scale)};
 }
 
 }  // namespace mmdet_longtail

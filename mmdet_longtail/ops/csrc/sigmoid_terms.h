@@ -4,7 +4,6 @@
 
 #include <ATen/cpu/vec/vec.h>
 
-#include <algorithm>
 #include <cstdint>
 
 namespace mmdet_longtail {
@@ -47,12 +46,6 @@ inline float horizontal_sum(const Vec& v) {
   float sum = 0.f;
   for (int64_t k = 0; k < Vec::size(); ++k) sum += lanes[k];
   return sum;
-}
-
-// Rows per block of the per-column partial sums: at most 256 blocks, fixed
-// by the number of rows alone, so the sums do not depend on the threads.
-inline int64_t rows_per_block(int64_t num_rows) {
-  return std::max<int64_t>(64, (num_rows + 255) / 256);
 }
 
 }  // namespace mmdet_longtail

@@ -36,6 +36,9 @@ RATIO = [1.0, 0.5, 0.25]
 GAMMA = [2.0, 6.0, 8.0]
 WEIGHTING = [1.0, 3.0, 4.0]
 
+# the loss module whose kernels the kernel_spy fixture forces
+LOSS_MODULE = 'mmdet_longtail.models.losses.efl_loss'
+
 
 def sigmoid(x: float) -> float:
     return 1 / (1 + math.exp(-x))
@@ -83,16 +86,6 @@ def make_efl(num_classes: int = 3, ratio=None) -> EFL:
     if ratio is not None:
         efl.pos_neg.copy_(torch.tensor(ratio))
     return efl
-
-
-@pytest.fixture(params=['eager', 'cpu_kernel'])
-def kernel_spy(request, force_cpu_kernels):
-    """Runs a hand-checked case eagerly and through the C++ CPU kernel:
-    None, or the spy of the kernel's calls."""
-    if request.param == 'eager':
-        return None
-    from mmdet_longtail.models.losses import efl_loss
-    return force_cpu_kernels(efl_loss)
 
 
 def test_defaults_and_buffers():

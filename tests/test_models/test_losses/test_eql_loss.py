@@ -39,15 +39,8 @@ ROW_LOSSES = [
 # L = (0.2876821 + 0.9808293 + 2.3671237) / 3 = 1.2118784
 HAND_LOSS = sum(ROW_LOSSES) / 3
 
-
-@pytest.fixture(params=['eager', 'cpu_kernel'])
-def kernel_spy(request, force_cpu_kernels):
-    """Runs a hand-checked case eagerly and through the C++ CPU kernel:
-    None, or the spy of the kernel's calls."""
-    if request.param == 'eager':
-        return None
-    from mmdet_longtail.models.losses import eql_loss
-    return force_cpu_kernels(eql_loss)
+# the loss module whose kernels the kernel_spy fixture forces
+LOSS_MODULE = 'mmdet_longtail.models.losses.eql_loss'
 
 
 def make_eql(**kwargs) -> EQLoss:

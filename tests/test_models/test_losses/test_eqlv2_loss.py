@@ -47,6 +47,9 @@ HAND_LOSS = sum(ROW_LOSSES) / 2  # = 2.2722719
 POS_INCREMENT = [0.75, 0.0]
 NEG_INCREMENT = [0.25, 0.1875 + 0.5625]
 
+# the loss module whose kernels the kernel_spy fixture forces
+LOSS_MODULE = 'mmdet_longtail.models.losses.eql_loss'
+
 
 def loss_in_hand_state(**kwargs) -> EQLv2:
     eqlv2 = EQLv2(2, **kwargs)
@@ -54,16 +57,6 @@ def loss_in_hand_state(**kwargs) -> EQLv2:
     eqlv2.neg_grad.copy_(torch.tensor(NEG_GRAD))
     eqlv2.pos_neg.copy_(eqlv2.pos_grad / (eqlv2.neg_grad + 1e-10))
     return eqlv2
-
-
-@pytest.fixture(params=['eager', 'cpu_kernel'])
-def kernel_spy(request, force_cpu_kernels):
-    """Runs a hand-checked case eagerly and through the C++ CPU kernel:
-    None, or the spy of the kernel's calls."""
-    if request.param == 'eager':
-        return None
-    from mmdet_longtail.models.losses import eql_loss
-    return force_cpu_kernels(eql_loss)
 
 
 def test_defaults_and_buffers():
