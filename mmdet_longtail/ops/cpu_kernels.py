@@ -1,9 +1,9 @@
 """mmdet_longtail's C++ CPU kernels (``ops/csrc``), built on first use.
 
-``torch.compile`` fuses the sigmoid losses well on a GPU, but on a CPU its
-code for EFL is bound by full-precision transcendental functions and makes
-a second pass for per-class sums; the hand-written kernels avoid both (see
-each source file). They are built once per machine and torch version with
+``torch.compile`` fuses the sigmoid losses (EQL, EQLv2, EFL) well on a GPU,
+but on a CPU its code is bound by full-precision transcendental functions
+and makes a second pass for the per-class sums; the hand-written kernels
+avoid both (see each source file). They are built once per machine and torch version with
 ``torch.utils.cpp_extension.load`` for the vector instruction set torch
 itself runs on (``torch.backends.cpu.get_cpu_capability()``), and cached
 under ``TORCH_EXTENSIONS_DIR`` (default ``~/.cache/torch_extensions``);
