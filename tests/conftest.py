@@ -1,7 +1,9 @@
 """Shared fixtures: a small synthetic LVIS set and a runner for the tools.
 
 Tools run in subprocesses (as a user runs them), pointed at the small
-dataset through MMLT_SYNTHETIC_ROOT, which the synthetic configs read.
+dataset through MMLT_SYNTHETIC_ROOT, which the synthetic configs read. They
+import mmdet_longtail as a user's tools do: from the environment's install
+of this checkout, never from the current directory or PYTHONPATH.
 """
 import importlib
 import os
@@ -77,7 +79,6 @@ class ToolRunner:
     def env(self, extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
         env = dict(os.environ)
         env['MMLT_SYNTHETIC_ROOT'] = self.data_root
-        env['PYTHONPATH'] = REPO_ROOT + os.pathsep + env.get('PYTHONPATH', '')
         env.setdefault('OMP_NUM_THREADS', THREADS)
         if extra:
             env.update(extra)
@@ -118,8 +119,25 @@ class ToolRunner:
                     *extra, '--cfg-options', *opts, **kwargs)
 
 
+def installed_checkout() -> Optional[str]:
+    """Where this Python imports mmdet_longtail from when run from a
+    neutral directory (None: nowhere)."""
+    code = ('import importlib.util, os; s = importlib.util.find_spec('
+            '"mmdet_longtail"); print(os.path.dirname(os.path.dirname('
+            'os.path.realpath(s.origin))) if s else "")')
+    proc = subprocess.run([sys.executable, '-I', '-c', code], cwd='/',
+                          capture_output=True, text=True, check=True)
+    return proc.stdout.strip() or None
+
+
 @pytest.fixture(scope='session')
 def run_tool(synthetic_root) -> ToolRunner:
+    found = installed_checkout()
+    if found != osp.realpath(REPO_ROOT):
+        pytest.fail(f'{sys.executable} imports mmdet_longtail from '
+                    f'{found or "nowhere"}, not from this checkout '
+                    f'{REPO_ROOT}: run the suite with bash tools/run_tests.sh '
+                    f'(it installs the checkout) or pip install -e .')
     return ToolRunner(synthetic_root)
 
 

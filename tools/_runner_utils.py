@@ -1,17 +1,33 @@
 """Config handling shared by tools/train.py and tools/test.py."""
+import contextlib
+import io
+import logging
 import os.path as osp
+import sys
 from typing import Optional
 
 import torch
 
 
-def load_config(config: str, cfg_options: Optional[dict], launcher: str,
-                work_dir: Optional[str]):
-    """Load a config with the CLI overrides applied (mmdet's semantics)."""
+def quiet_stdout(quiet: bool = True):
+    """Hold back what is printed to stdout (the log file keeps it)."""
+    if not quiet:
+        return contextlib.nullcontext()
+    return contextlib.redirect_stdout(io.StringIO())
+
+
+def load_config(config: str,
+                cfg_options: Optional[dict],
+                launcher: str,
+                work_dir: Optional[str],
+                quiet: bool = False):
+    """Load a config with the CLI overrides applied (mmdet's semantics).
+    ``quiet``: without the console messages of config loading."""
     from mmengine.config import Config
     if not osp.isfile(config):
         raise FileNotFoundError(f'config file not found: {config}')
-    cfg = Config.fromfile(config)
+    with quiet_stdout(quiet):
+        cfg = Config.fromfile(config)
     cfg.launcher = launcher
     if cfg_options is not None:
         cfg.merge_from_dict(cfg_options)
@@ -47,9 +63,39 @@ def apply_cpu_distributed_defaults(cfg) -> None:
         dist.init_process_group(backend='gloo')
 
 
-def build_runner(cfg):
+def add_progress_bars(cfg) -> None:
+    """Progress bars for training, testing and the LVIS evaluation."""
+    cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
+        dict(type='ProgressBarHook')
+    ]
+    for key in ('val_evaluator', 'test_evaluator'):
+        evaluator = cfg.get(key)
+        metrics = evaluator if isinstance(evaluator, list) else [evaluator]
+        for metric in metrics:
+            if metric and metric.get('type') == 'LongTailLVISMetric':
+                metric['progress'] = True
+
+
+def build_runner(cfg, progress: bool = False):
+    """Build the runner of ``cfg``.
+
+    ``progress``: the console shows progress bars and warnings instead of
+    log lines (the environment, the config, the hooks, each iteration); the
+    log file in the work dir keeps all of them.
+    """
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
-    if 'runner_type' not in cfg:
-        return Runner.from_cfg(cfg)
-    return RUNNERS.build(cfg)
+    build = Runner.from_cfg if 'runner_type' not in cfg else RUNNERS.build
+    if not progress:
+        return build(cfg)
+    add_progress_bars(cfg)
+    # the runner logs the environment, config and hooks while it is built:
+    # its console handler binds the redirected stream and is re-pointed after
+    with quiet_stdout():
+        runner = build(cfg)
+    for handler in runner.logger.handlers:
+        if not isinstance(handler, logging.FileHandler) and isinstance(
+                handler, logging.StreamHandler):
+            handler.setStream(sys.stdout)
+            handler.setLevel(max(handler.level, logging.WARNING))
+    return runner

@@ -45,6 +45,11 @@ def parse_args() -> argparse.Namespace:
         choices=['none', 'pytorch', 'slurm', 'mpi'],
         default='none',
         help='job launcher')
+    parser.add_argument(
+        '--progress',
+        action='store_true',
+        help='progress bars on the console instead of log lines (the log '
+        'file in the work dir keeps everything)')
     # torch >= 2.0 passes --local-rank, older launchers --local_rank
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args()
@@ -61,7 +66,7 @@ def _dict_action():
 def main() -> None:
     args = parse_args()
     cfg = load_config(args.config, args.cfg_options, args.launcher,
-                      args.work_dir)
+                      args.work_dir, quiet=args.progress)
     if args.amp:
         import torch
         if not torch.cuda.is_available():
@@ -88,7 +93,7 @@ def main() -> None:
         cfg.resume = True
         cfg.load_from = args.resume
     apply_cpu_distributed_defaults(cfg)
-    runner = build_runner(cfg)
+    runner = build_runner(cfg, progress=args.progress)
     runner.train()
 
 

@@ -222,11 +222,15 @@ def _image_record(img_id: int, split_dir: str, opts: SyntheticLVISOptions,
 def _write_split(out_dir: str, split: str, image_classes: List[List[int]],
                  first_img_id: int, opts: SyntheticLVISOptions,
                  rng: np.random.Generator, split_dirs: List[str],
-                 first_ann_id: int) -> Tuple[List[dict], List[dict]]:
+                 first_ann_id: int,
+                 progress: bool = False) -> Tuple[List[dict], List[dict]]:
     import cv2
+    from tqdm import tqdm
     images, annotations = [], []
     cat_ids = list(range(1, opts.num_classes + 1))
-    for i, labels in enumerate(image_classes):
+    for i, labels in enumerate(
+            tqdm(image_classes, desc=f'data ({split})', unit='img',
+                 disable=not progress)):
         img_id = first_img_id + i
         objects = []
         for label in labels:
@@ -300,6 +304,7 @@ def _categories(opts: SyntheticLVISOptions, train_images: List[dict],
 
 def make_synthetic_lvis(out_dir: str,
                         options: Optional[SyntheticLVISOptions] = None,
+                        progress: bool = False,
                         **kwargs) -> Dict[str, str]:
     """Write a synthetic long-tailed LVIS v1 dataset to ``out_dir``.
 
@@ -307,6 +312,7 @@ def make_synthetic_lvis(out_dir: str,
         out_dir: data root; receives ``annotations/``, ``train2017/`` and
             ``val2017/``.
         options: generator options; keyword arguments override fields.
+        progress: show a progress bar per split (stderr).
 
     Returns:
         dict with the paths of the ``train`` and ``val`` annotation files.
@@ -328,7 +334,8 @@ def make_synthetic_lvis(out_dir: str,
     train_classes = _assign_train_classes(opts, rng)
     train_images, train_anns = _write_split(
         out_dir, 'train', train_classes, 1, opts, rng,
-        ['train2017'] * opts.num_train_images, first_ann_id=1)
+        ['train2017'] * opts.num_train_images, first_ann_id=1,
+        progress=progress)
 
     lo, hi = opts.val_objects_per_image
     val_classes = [
@@ -345,7 +352,8 @@ def make_synthetic_lvis(out_dir: str,
     # val ids continue after train ids: images under train2017/ never clash
     val_images, val_anns = _write_split(out_dir, 'val', val_classes,
                                         opts.num_train_images + 1, opts, rng,
-                                        val_dirs, first_ann_id=10_000_001)
+                                        val_dirs, first_ann_id=10_000_001,
+                                        progress=progress)
 
     categories, thresholds = _categories(opts, train_images, train_anns)
     options_record = asdict(opts)

@@ -1,5 +1,6 @@
 """Every config parses, and every model it defines builds with the right
-number of classes and runs a training and an inference forward pass.
+number of classes, initialises up to the download of its pretrained
+backbone, and runs a training and an inference forward pass.
 
 Real-LVIS configs that read class statistics (``ann_file`` inside the model)
 get a small stand-in annotation file with the same number of categories, so
@@ -113,9 +114,36 @@ def load_config(path: str):
     return Config.fromfile(path)
 
 
+class DownloadStarted(Exception):
+    """Raised where ``init_weights`` would start downloading ``args[0]``."""
+
+
+def check_pretrained_init(model, cfg, path: str, monkeypatch) -> None:
+    """``init_weights`` resolves every pretrained checkpoint (torchvision's
+    model URLs need torchvision) up to the download, which this machine
+    cannot make."""
+    from mmengine.runner import checkpoint
+    pretrained = [v for _, v in find_values(cfg.model, 'checkpoint')
+                  if isinstance(v, str)]
+    if not pretrained:
+        return
+
+    def start_download(url, *args, **kwargs):
+        raise DownloadStarted(url)
+
+    monkeypatch.setattr(checkpoint, 'load_from_http', start_download)
+    with pytest.raises(DownloadStarted) as started:
+        model.init_weights()
+    url = str(started.value)
+    scheme, name = pretrained[0].split('://')
+    assert scheme == 'torchvision', f'{path}: {pretrained[0]}'
+    assert url.startswith('https://download.pytorch.org/models/' + name), \
+        f'{path}: {pretrained[0]} resolved to {url}'
+
+
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: osp.relpath(
     p, osp.join(REPO_ROOT, 'configs')))
-def test_config_builds_and_runs(path, stand_in_ann_files):
+def test_config_builds_and_runs(path, stand_in_ann_files, monkeypatch):
     from mmdet.registry import MODELS
     from mmdet.testing import demo_mm_inputs
     from mmdet.utils import register_all_modules
@@ -139,6 +167,7 @@ def test_config_builds_and_runs(path, stand_in_ann_files):
     shrink_sampling(cfg.model.get('test_cfg'))
     torch.manual_seed(0)
     model = MODELS.build(cfg.model)
+    check_pretrained_init(model, cfg, path, monkeypatch)
 
     heads = [(name, m) for name, m in model.named_modules()
              if isinstance(getattr(m, 'num_classes', None), int)

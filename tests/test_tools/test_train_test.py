@@ -20,26 +20,48 @@ TINY = {
 LVIS_KEYS = ('AP', 'APr', 'APc', 'APf')
 
 
+def log_file_text(work_dir: str) -> str:
+    """What mmengine wrote to the run's log file in the work dir."""
+    (path, ) = glob.glob(osp.join(work_dir, '2*', '2*.log'))
+    with open(path) as f:
+        return f.read()
+
+
 @pytest.mark.parametrize('framework', sorted(TINY))
 def test_train_then_test_prints_lvis_table(run_tool, tmp_path, framework):
+    """Mask R-CNN runs as the README's main job does (``--progress``): the
+    console shows bars and the table, the log file everything."""
     config = TINY[framework]
     work = str(tmp_path / 'work')
-    train = run_tool.train(config, work)
-    assert 'Epoch(train) [1]' in train.stdout
+    progress = ['--progress'] if framework == 'mask' else []
+    train = run_tool.train(config, work, *progress)
+    train_log = log_file_text(work)
+    assert 'Epoch(train) [1]' in train_log
+    if progress:
+        assert 'Epoch(train)' not in train.stdout
+        assert 'Hooks will be executed' not in train.stdout
+        assert 'train: 100%' in train.stdout  # the bar (stderr)
+    else:
+        assert 'Epoch(train) [1]' in train.stdout
     ckpt = last_checkpoint(work)
     assert osp.isfile(ckpt)
 
-    extra = []
+    extra = list(progress)
     if framework == 'faster':
         extra = ['--out', str(tmp_path / 'preds.pkl'),
                  '--show-dir', 'vis']
     test = run_tool.test(config, ckpt, str(tmp_path / 'test'), *extra)
     assert 'LVIS results (%)' in test.stdout
+    test_log = log_file_text(str(tmp_path / 'test'))
     types = ('bbox', ) if framework == 'faster' else ('bbox', 'segm')
     for iou_type in types:
         for key in LVIS_KEYS:
-            assert f'lvis/{iou_type}_{key}:' in test.stdout
+            assert f'lvis/{iou_type}_{key}:' in test_log
+            assert (f'lvis/{iou_type}_{key}:' in test.stdout) != bool(
+                progress)
         assert f'| {iou_type} |' in test.stdout
+    if progress:
+        assert 'test: 100%' in test.stdout and 'evaluate: 100%' in test.stdout
     if framework == 'faster':
         with open(tmp_path / 'preds.pkl', 'rb') as f:
             preds = pickle.load(f)

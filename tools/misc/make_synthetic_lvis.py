@@ -32,7 +32,7 @@ def main() -> None:
         for f in fields(SyntheticLVISOptions) if hasattr(args, f.name)
     })
     start = time.time()
-    paths = make_synthetic_lvis(args.out_dir, options)
+    paths = make_synthetic_lvis(args.out_dir, options, progress=True)
     print(f'wrote {paths["train"]} and {paths["val"]} '
           f'({time.time() - start:.1f} s)')
 

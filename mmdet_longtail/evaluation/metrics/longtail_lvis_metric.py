@@ -31,6 +31,7 @@ from typing import Callable, Dict, Optional, Sequence
 import numpy as np
 from mmengine.fileio import get_local_path, load
 from mmengine.logging import MMLogger
+from tqdm import tqdm
 
 from mmdet.evaluation.metrics import LVISMetric
 from mmdet.registry import METRICS
@@ -55,6 +56,8 @@ class LongTailLVISMetric(LVISMetric):
         backend (str): evaluation backend, ``'lvis'`` (official lvis-api,
             default) or ``'fast'`` (faster-coco-eval, same numbers).
         max_dets (int): detections kept per image, 300 for LVIS.
+        progress (bool): show a progress bar over the evaluated IoU types
+            (stderr), as ``tools/test.py --progress`` does.
         **kwargs: the arguments of mmdet's ``LVISMetric`` (``metric``,
             ``classwise``, ``metric_items``, ``format_only``,
             ``outfile_prefix``, ``collect_device``, ...). ``metric`` may hold
@@ -66,6 +69,7 @@ class LongTailLVISMetric(LVISMetric):
                  ann_file: Optional[str] = None,
                  backend: str = 'lvis',
                  max_dets: int = 300,
+                 progress: bool = False,
                  **kwargs) -> None:
         if backend not in LVIS_EVAL_BACKENDS:
             raise ValueError(f'LongTailLVISMetric: unknown backend '
@@ -92,6 +96,7 @@ class LongTailLVISMetric(LVISMetric):
                 self._lvis_api = LVIS(local_path)
         self.backend = backend
         self.max_dets = max_dets
+        self.progress = progress
         # per-class AP of the last evaluation, {'bbox': array, ...}, ordered
         # as last_cat_ids
         self.last_per_class_ap: Dict[str, np.ndarray] = {}
@@ -124,7 +129,8 @@ class LongTailLVISMetric(LVISMetric):
             return eval_results
 
         evaluate = LVIS_EVAL_BACKENDS[self.backend]
-        for metric in self.metrics:
+        for metric in tqdm(self.metrics, desc='evaluate', unit='type',
+                           disable=not self.progress):
             logger.info(f'Evaluating {metric} with the {self.backend} '
                         f'backend on {len(processed_img_ids)} images...')
             dets = load(result_files[metric]) if metric in result_files \
