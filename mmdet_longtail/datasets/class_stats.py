@@ -30,6 +30,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .lvis_checks import check_lvis_annotations
+
 # LVIS paper thresholds on the number of training images of a class.
 LVIS_RARE_MAX_IMAGES = 10
 LVIS_COMMON_MAX_IMAGES = 100
@@ -390,17 +392,11 @@ class ClassStatistics:
 
     @classmethod
     def from_lvis_dict(cls, ann: dict, source: str) -> 'ClassStatistics':
-        """Count statistics from a loaded LVIS annotation dict."""
-        categories = ann.get('categories')
-        if not categories:
-            raise ValueError(f"{source}: the annotation file has no "
-                             f"'categories' field (or it is empty); "
-                             f'class statistics need it')
-        annotations = ann.get('annotations')
-        if annotations is None:
-            raise ValueError(
-                f"{source}: the annotation file has no 'annotations' field")
-        categories = sorted(categories, key=lambda c: c['id'])
+        """Count statistics from a loaded LVIS annotation dict, after
+        :func:`check_lvis_annotations` (malformed entries raise)."""
+        check_lvis_annotations(ann, source)
+        annotations = ann['annotations']
+        categories = sorted(ann['categories'], key=lambda c: c['id'])
         cat_ids = np.array([c['id'] for c in categories], dtype=np.int64)
         num_classes = len(cat_ids)
 
@@ -414,12 +410,6 @@ class ClassStatistics:
         else:
             ann_cat = ann_img = np.zeros(0, dtype=np.int64)
         labels = np.searchsorted(cat_ids, ann_cat)
-        labels_clipped = np.minimum(labels, num_classes - 1)
-        unknown = cat_ids[labels_clipped] != ann_cat
-        if unknown.any():
-            bad = int(ann_cat[unknown][0])
-            raise ValueError(f'{source}: annotation with category_id={bad} '
-                             f"which is not in 'categories'")
         instance_count = np.bincount(labels, minlength=num_classes)
         # one (image, class) pair per image containing the class
         pairs = np.unique(ann_img * num_classes + labels)

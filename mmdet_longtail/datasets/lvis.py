@@ -9,14 +9,17 @@ input are generic. These subclasses change only that:
   ``metainfo=dict(classes=...)`` is given, it must match the file;
 * each ``data_info`` keeps ``neg_category_ids`` and
   ``not_exhaustive_category_ids``;
-* a missing file, a file without ``categories`` and an image listed but
-  missing on disk raise errors that name the file, field and value.
+* the file is checked by the one reader (``get_class_statistics``): a
+  malformed entry, a missing file, a file without ``categories`` and an
+  image listed but missing on disk raise errors that name the file, field and
+  value; entries mmdet's loader skips are counted in one warning.
 """
 import os.path as osp
 from typing import List
 
 from mmdet.datasets import LVISV05Dataset, LVISV1Dataset
 from mmdet.registry import DATASETS
+from .class_stats import get_class_statistics
 
 
 class _LongTailLVISMixin:
@@ -31,6 +34,9 @@ class _LongTailLVISMixin:
             raise FileNotFoundError(
                 f'{type(self).__name__}: annotation file not found: '
                 f'{self.ann_file} (see data/README.md for the layout)')
+        # the one reader checks the file (once per process) and names the
+        # file, entry, field and value of a malformed entry
+        get_class_statistics(self.ann_file)
         self._file_classes = None
         try:
             data_list = super().load_data_list()
