@@ -402,12 +402,26 @@ def nms_input_scores(model, batch, monkeypatch) -> torch.Tensor:
     return torch.cat(seen)
 
 
-@pytest.mark.parametrize('name', ['faster', 'cascade'])
-def test_detector_scores_are_background_exempted_tde_once(name, monkeypatch):
-    """Scores reaching NMS equal the background-exempted TDE probabilities of
-    the (stage-averaged) z and t, computed here from the classifier inputs;
-    no second softmax (the authors' code scored softmax(probabilities))."""
-    model = build_tiny(name).eval()
+def background_exempted(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    p, q = F.softmax(z, dim=1), F.softmax(t, dim=1)
+    fg_q = q[:, :-1] / q[:, :-1].sum(1, keepdim=True)
+    return torch.cat([(1 - p[:, -1:]) * fg_q, p[:, -1:]], dim=1)
+
+
+@pytest.mark.parametrize('name,stage_average', [('faster', None),
+                                                ('cascade', None),
+                                                ('cascade', 'scores'),
+                                                ('cascade', 'logits')])
+def test_detector_scores_are_background_exempted_tde_once(
+        name, stage_average, monkeypatch):
+    """Scores reaching NMS equal the background-exempted TDE probabilities,
+    computed here from the classifier inputs: of each stage, then averaged
+    (the default 'scores', as the authors' HTC), or of the stage-averaged z
+    and t ('logits'); no second softmax (the authors' code scored
+    softmax(probabilities))."""
+    test_rcnn = {} if stage_average is None else dict(
+        tde_stage_average=stage_average)
+    model = build_tiny(name, **test_rcnn).eval()
     heads = stage_heads(model)
     torch.manual_seed(2)
     feats = {}
@@ -426,10 +440,11 @@ def test_detector_scores_are_background_exempted_tde_once(name, monkeypatch):
                             fc.weight, 2, TAU, GAMMA)
         zs.append(z)
         ts.append(z - 1.5 * y0)
-    z, t = sum(zs) / len(zs), sum(ts) / len(ts)  # stage averages
-    p, q = F.softmax(z, dim=1), F.softmax(t, dim=1)
-    fg_q = q[:, :-1] / q[:, :-1].sum(1, keepdim=True)
-    expected = torch.cat([(1 - p[:, -1:]) * fg_q, p[:, -1:]], dim=1)
+    of_mean = background_exempted(sum(zs) / len(zs), sum(ts) / len(ts))
+    mean_of = sum(map(background_exempted, zs, ts)) / len(zs)
+    expected = of_mean if stage_average == 'logits' else mean_of
+    if len(zs) > 1:  # the two averages are told apart
+        assert (of_mean - mean_of).abs().max() > 1e-3
     assert scores.shape == expected.shape
     torch.testing.assert_close(scores, expected, rtol=1e-5, atol=1e-7)
     assert not torch.allclose(scores, F.softmax(expected, dim=1), atol=1e-3)
@@ -459,6 +474,8 @@ def test_test_cfg_overrides_alpha_and_scoring_of_every_stage(monkeypatch):
         nms_input_scores(tde.eval(), batch, monkeypatch), plain, atol=1e-4)
     with pytest.raises(ValueError, match="tde_scoring: scoring='x'"):
         build_tiny('cascade', tde_scoring='x')
+    with pytest.raises(ValueError, match="tde_stage_average='mean' is not"):
+        build_tiny('cascade', tde_stage_average='mean')
 
 
 def test_tde_roi_head_refuses_other_box_heads():

@@ -629,12 +629,20 @@ class Rescorer:
         if record['stage_feats'] is None:
             raise ValueError('this cache holds no classifier features; '
                              'rebuild it (--rebuild-cache)')
-        logits = [
+        return self.combine_stages([
             self.stage_logits(s, f, setting)
             for s, f in enumerate(record['stage_feats'])
-        ]
+        ])
+
+    def combine_stages(self, logits: List[torch.Tensor]) -> torch.Tensor:
+        """The stages' class outputs combined as the RoI head does."""
         if len(logits) == 1:
             return logits[0]
+        from mmdet_longtail.models.roi_heads.tde_roi_head import (
+            TDECascadeMixin, combine_stages)
+        roi_head = self.model.roi_head
+        if isinstance(roi_head, TDECascadeMixin):
+            return combine_stages(self.heads, logits, roi_head.stage_average)
         # the same arithmetic as CascadeRoIHead._refine_roi
         return sum(logits) / float(len(logits))
 
@@ -695,12 +703,10 @@ def check_reproduces(rescorer: Rescorer, records: List[dict], outputs,
                 not isinstance(getattr(h, 'fc_cls', None), nn.Module)
                 for h in rescorer.heads):
             continue
-        recomputed = [
+        recomputed = rescorer.combine_stages([
             rescorer.stage_logits(s, f.to(pred.bboxes.device), base)
             for s, f in enumerate(feats)
-        ]
-        recomputed = recomputed[0] if len(recomputed) == 1 else \
-            sum(recomputed) / float(len(recomputed))
+        ])
         if not torch.allclose(
                 recomputed.cpu(), record['cls_score'], rtol=1e-4,
                 atol=1e-5):

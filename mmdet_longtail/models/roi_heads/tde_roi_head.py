@@ -8,13 +8,19 @@ https://arxiv.org/abs/2009.12991
   the box head, whose classifier updates its moving-average feature from the
   foreground RoIs (:class:`TDEClassifier`).
 * Cascade / HTC testing: every stage's classifier returns ``[z | t]`` (the
-  de-confounded and the TDE logits); the stages are averaged *before* the
-  scoring, i.e. the de-confounded logits and the TDE correction are averaged
-  (``mean(t) = mean(z) - alpha * mean(y0)``), and the last stage's head
-  applies the background-exempted scoring once. Between stages, the class
-  whose box regression refines a RoI is the stage's best foreground class
-  under the same scoring (mmdet's cascades regress class-agnostically, so
-  this matters only for class-specific heads).
+  de-confounded and the TDE logits). ``test_cfg.rcnn.tde_stage_average``
+  says how the stages are combined:
+
+  - ``'scores'`` (default, as the authors' HTC): each stage scores its own
+    ``[z | t]`` (background-exempted TDE) and the probabilities are
+    averaged, ``s = mean_k s_k``;
+  - ``'logits'``: ``[z | t]`` is averaged first (``mean(t) = mean(z) -
+    alpha * mean(y0)``, as mmdet averages a cascade's raw class scores) and
+    the last stage's head scores the average once.
+
+  Between stages, the class whose box regression refines a RoI is the
+  stage's best foreground class under its scoring (mmdet's cascades regress
+  class-agnostically, so this matters only for class-specific heads).
 * Test-time settings for every framework with one key: ``test_cfg.rcnn``
   may hold ``tde_alpha`` and ``tde_scoring``; when present they override the
   ``alpha`` / ``scoring`` of every stage's box head (logged), e.g.
@@ -36,6 +42,10 @@ from .bbox_heads.tde_bbox_head import TDEBBoxHead, check_scoring
 #: ``test_cfg.rcnn`` keys overriding the box heads' test-time settings
 TEST_CFG_KEYS = dict(tde_alpha='alpha', tde_scoring='scoring')
 
+#: ``test_cfg.rcnn.tde_stage_average`` of the cascades: average each stage's
+#: probabilities (the authors') or the stages' ``[z | t]`` before scoring
+STAGE_AVERAGES = ('scores', 'logits')
+
 
 def sampled_roi_labels(sampling_results: Sequence[SamplingResult],
                        background_label: int) -> Tensor:
@@ -52,6 +62,23 @@ def sampled_roi_labels(sampling_results: Sequence[SamplingResult],
             (result.neg_priors.size(0), ), background_label,
             dtype=torch.long))
     return torch.cat(labels)
+
+
+def combine_stages(heads: Sequence[TDEBBoxHead], stage_scores: List[Tensor],
+                   stage_average: str) -> Tensor:
+    """The class output the last stage's head scores, from every stage's
+    ``[z | t]`` (see :data:`STAGE_AVERAGES`)."""
+    if stage_average == 'logits':
+        # the same arithmetic (and order) as CascadeRoIHead._refine_roi
+        return sum(stage_scores) / float(len(stage_scores))
+    mean = sum(
+        head.class_log_scores(score).exp()
+        for head, score in zip(heads, stage_scores)) / float(
+            len(stage_scores))
+    # [log s | log s]: every scoring of the last head maps it back to s
+    # (softmax(log s) = s as s sums to 1; s exempts its own background)
+    log_mean = mean.log()
+    return torch.cat([log_mean, log_mean], dim=1)
 
 
 def configure_tde_heads(bbox_heads: Sequence, test_cfg, owner: str) -> None:
@@ -111,6 +138,17 @@ class TDECascadeMixin:
         super().init_bbox_head(bbox_roi_extractor, bbox_head)
         configure_tde_heads(list(self.bbox_head), self.test_cfg,
                             type(self).__name__)
+        average = self.stage_average
+        if average not in STAGE_AVERAGES:
+            raise ValueError(
+                f'{type(self).__name__}: test_cfg.tde_stage_average='
+                f'{average!r} is not one of {STAGE_AVERAGES}')
+
+    @property
+    def stage_average(self) -> str:
+        """How the stages' class outputs are combined at test time (see
+        :data:`STAGE_AVERAGES`)."""
+        return (self.test_cfg or {}).get('tde_stage_average', 'scores')
 
     def bbox_loss(self, stage: int, x: Tuple[Tensor],
                   sampling_results: List[SamplingResult], **kwargs) -> dict:
@@ -129,8 +167,10 @@ class TDECascadeMixin:
         As ``CascadeRoIHead._refine_roi``, except that the intermediate
         class is chosen from the stage's TDE scores (the stock method takes
         the arg-max of the raw ``cls_score`` columns, which here hold
-        ``[z | t]``). Returns the last RoIs, the stage-averaged ``[z | t]``
-        and the last box regression, split per image.
+        ``[z | t]``) and the stages are combined as :attr:`stage_average`
+        says. Returns the last RoIs, the combined class output in the
+        ``[z | t]`` layout the last head scores, and the last box
+        regression, split per image.
         """
         stage_scores = []
         for stage in range(self.num_stages):
@@ -145,8 +185,8 @@ class TDECascadeMixin:
                 rois = self._regress_rois(head, rois, labels, bbox_pred,
                                           batch_img_metas,
                                           num_proposals_per_img)
-        # the same arithmetic (and order) as CascadeRoIHead._refine_roi
-        mean_score = sum(stage_scores) / float(len(stage_scores))
+        mean_score = combine_stages(self.bbox_head, stage_scores,
+                                    self.stage_average)
         return (rois.split(num_proposals_per_img, 0),
                 mean_score.split(num_proposals_per_img, 0),
                 bbox_pred.split(num_proposals_per_img, 0))
