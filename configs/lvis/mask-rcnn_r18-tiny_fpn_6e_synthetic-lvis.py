@@ -5,15 +5,7 @@ _base_ = './mask-rcnn_r18-tiny_fpn_12e_synthetic-lvis.py'
 
 max_epochs = 6
 train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
-    dict(
-        type='MultiStepLR',
-        begin=0,
-        end=max_epochs,
-        by_epoch=True,
-        milestones=[4, 5],
-        gamma=0.1)
-]
+warmup, steps = _base_.param_scheduler
+param_scheduler = [warmup, dict(steps, end=max_epochs, milestones=[4, 5])]
 # the same table for every run on the same machine
 randomness = dict(seed=0)

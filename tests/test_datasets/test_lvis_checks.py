@@ -11,6 +11,7 @@ import pytest
 
 from mmdet_longtail.datasets import get_class_statistics
 from mmdet_longtail.datasets.lvis_checks import check_lvis_annotations
+from test_bad_input import build_dataset
 
 
 def small_lvis() -> dict:
@@ -150,27 +151,13 @@ def test_valid_file_passes_without_warning(tmp_path):
     assert stats.instance_count.tolist() == [1, 2]
 
 
-def build_dataset(ann_file: str, data_root: str):
-    from mmdet.registry import DATASETS
-    from mmdet.utils import register_all_modules
-    register_all_modules()
-    return DATASETS.build(
-        dict(
-            type='LVISV1LTDataset',
-            data_root=data_root,
-            ann_file=ann_file,
-            data_prefix=dict(img=''),
-            check_images=False,
-            pipeline=[]))
-
-
 @pytest.mark.parametrize('case', ['string in bbox', 'image_id not an image',
                                   'negative width'])
 def test_dataset_reports_the_same_errors(tmp_path, case):
     edit, message = MALFORMED[case]
     path = write(tmp_path, edited(edit))
     with pytest.raises(ValueError, match=message) as error:
-        build_dataset(path, str(tmp_path) + '/')
+        build_dataset(str(tmp_path) + '/', path)
     assert path in str(error.value)
 
 
@@ -178,5 +165,5 @@ def test_dataset_names_a_truncated_file(tmp_path):
     path = tmp_path / 'ann.json'
     path.write_text(json.dumps(small_lvis())[:50])
     with pytest.raises(ValueError, match='is not valid JSON') as error:
-        build_dataset(str(path), str(tmp_path) + '/')
+        build_dataset(str(tmp_path) + '/', str(path))
     assert str(path) in str(error.value)
