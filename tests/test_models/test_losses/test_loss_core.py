@@ -2,17 +2,23 @@
 (``mmdet_longtail/models/losses/utils``): the input check, the reductions,
 the half-precision upcast, the BBoxHead protocol and the gradient
 statistics of EQLv2 and EFL."""
+import ast
+import os.path as osp
+
 import pytest
 import torch
 import torch.nn as nn
 from mmengine.logging import MMLogger
 
+from mmdet_longtail.models.losses import utils as core
 from mmdet_longtail.models.losses.utils import (ClassifierInputs,
                                                 CustomClassifierMixin,
                                                 GradientStatistics,
                                                 check_reduction,
                                                 reduce_roi_losses,
                                                 upcast_half)
+
+LOSSES_DIR = osp.dirname(core.__file__).rsplit(osp.sep, 1)[0]
 
 INPUTS = ClassifierInputs('MyLoss', 3, 4, 'C=3 classes + 1 background',
                           hint='size the classifier through the loss',
@@ -166,3 +172,21 @@ def test_statistics_resume_exactly():
         resumed.accumulate_gradient_statistics(increment)
     for name, value in run.state_dict().items():
         assert torch.equal(resumed.state_dict()[name], value), name
+
+
+# --------------------------------------------------------- structure
+def test_no_method_file_imports_another():
+    """Each method's file imports only the shared core (``.utils``), not
+    another method's file."""
+    methods = {'calibrated_ce_loss', 'efl_loss', 'eql_loss', 'eqlv2_loss',
+               'group_softmax_loss'}
+    for method in methods:
+        with open(osp.join(LOSSES_DIR, method + '.py')) as f:
+            tree = ast.parse(f.read())
+        imported = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module.split('.')[-1])
+                if node.module.endswith('losses'):
+                    imported.update(a.name for a in node.names)
+        assert not imported & (methods - {method}), method
