@@ -17,8 +17,6 @@ setup(
     long_description_content_type='text/markdown',
     packages=find_packages(exclude=('configs', 'tools', 'tests',
                                     'benchmarks')),
-    # the C++ CPU kernels are compiled on first use (mmdet_longtail.ops)
-    package_data={'mmdet_longtail.ops': ['csrc/*.cpp', 'csrc/*.h']},
     python_requires='>=3.8',
     # torch / mmcv need platform-specific installs (tools/setup_env.sh);
     # these are the pure-Python requirements.

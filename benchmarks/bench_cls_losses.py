@@ -13,9 +13,8 @@ backward, on a fresh copy of the same logits. A ratio is the median over
 the repetitions of the ratio of two losses' times in the same repetition,
 so a change of machine load between repetitions cancels out. The ratios are
 taken against ``CrossEntropyLoss`` and against mmdet's ``EQLV2Loss`` and
-``SeesawLoss``, all measured in this run. On a CPU, mmdet_longtail's losses
-run their C++ kernels (``mmdet_longtail.ops``; ``MMDET_LONGTAIL_CPU_KERNELS=0``
-times the ``torch.compile`` path instead), which the header line names.
+``SeesawLoss``, all measured in this run. mmdet_longtail's losses are plain
+PyTorch on every device.
 
 On Linux (glibc) the benchmark first tells the allocator to keep freed
 memory mapped (``mallopt``). Otherwise whether a loss's large temporaries
@@ -120,15 +119,6 @@ def build_losses(num_classes: int) -> Dict[str, Tuple[str, object, int]]:
     return losses
 
 
-def loss_path(device: torch.device) -> str:
-    """How mmdet_longtail's losses evaluated these inputs."""
-    if device.type == 'cpu':
-        from mmdet_longtail.ops import load_cpu_kernels
-        if load_cpu_kernels() is not None:
-            return 'C++ CPU kernels (mmdet_longtail/ops/csrc)'
-    return 'torch.compile (or eager where it is unavailable)'
-
-
 def total(loss) -> torch.Tensor:
     """Seesaw returns a dict of losses."""
     if isinstance(loss, dict):
@@ -195,7 +185,6 @@ def main() -> None:
           'ratio of the times taken in the same repetition; freed memory '
           + ('kept mapped (no page faults in steady state)'
              if heap_pinned else 'allocator default'))
-    print('mmdet_longtail large-input path: ' + loss_path(device))
     references = ('CrossEntropyLoss', 'EQLV2Loss', 'SeesawLoss')
     header = f'{"loss":<18}{"origin":<16}{"logits":>7}{"ms":>9}' + ''.join(
         f'{"x " + ref:>{len(ref) + 4}}' for ref in references)

@@ -5,7 +5,6 @@ dataset through MMLT_SYNTHETIC_ROOT, which the synthetic configs read. They
 import mmdet_longtail as a user's tools do: from the environment's install
 of this checkout, never from the current directory or PYTHONPATH.
 """
-import importlib
 import os
 import os.path as osp
 import signal
@@ -144,65 +143,3 @@ def run_tool(synthetic_root) -> ToolRunner:
 def last_checkpoint(work_dir: str) -> str:
     with open(osp.join(work_dir, 'last_checkpoint')) as f:
         return osp.join(work_dir, osp.basename(f.read().strip()))
-
-
-class KernelSpy:
-    """The C++ CPU kernels behind a proxy that records which ran."""
-
-    def __init__(self, module) -> None:
-        self.module = module
-        self.calls: List[str] = []
-
-    def __getattr__(self, name: str):
-        kernel = getattr(self.module, name)
-
-        def call(*args):
-            self.calls.append(name)
-            return kernel(*args)
-
-        return call
-
-
-@pytest.fixture
-def loss_path(request, monkeypatch):
-    """Select how a loss module (``request.param``: 'compiled' or
-    'cpu_kernel') evaluates the inputs the C++ CPU kernels apply to:
-    ``torch.compile``'s fused kernel, or the C++ kernel (the returned spy
-    records the calls). Used with ``pytest.mark.parametrize(...,
-    indirect=True)``; call it with the loss's module."""
-    from mmdet_longtail.ops import cpu_kernels_for, load_cpu_kernels
-
-    def select(loss_module) -> Optional[KernelSpy]:
-        if request.param == 'compiled':
-            monkeypatch.setattr(loss_module, 'cpu_kernels_for',
-                                lambda x, min_numel: None)
-            return None
-        module = load_cpu_kernels()
-        assert module is not None, 'the CPU kernels did not build'
-        spy = KernelSpy(module)
-        monkeypatch.setattr(
-            loss_module, 'cpu_kernels_for', lambda x, min_numel: spy
-            if cpu_kernels_for(x, min_numel) is not None else None)
-        return spy
-
-    return select
-
-
-@pytest.fixture(params=['eager', 'cpu_kernel'])
-def kernel_spy(request, monkeypatch) -> Optional[KernelSpy]:
-    """Runs a hand-checked case eagerly and through the C++ CPU kernels:
-    None, or the spy of the kernels' calls. The kernels otherwise start
-    where ``torch.compile`` does, above the sizes of hand-checked cases, so
-    here they apply at every size. The test module names the loss module
-    to patch in ``LOSS_MODULE``."""
-    if request.param == 'eager':
-        return None
-    from mmdet_longtail.ops import cpu_kernels_for, load_cpu_kernels
-    module = load_cpu_kernels()
-    assert module is not None, 'the CPU kernels did not build'
-    spy = KernelSpy(module)
-    monkeypatch.setattr(
-        importlib.import_module(request.module.LOSS_MODULE),
-        'cpu_kernels_for', lambda x, min_numel: spy
-        if cpu_kernels_for(x, 0) is not None else None)
-    return spy

@@ -40,6 +40,7 @@ from mmdet.models.losses import CrossEntropyLoss, accuracy
 from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import (ClassStatistics,
                                                  resolve_class_statistics)
+from .utils import CustomClassifierMixin
 
 NORCAL_METHODS = ('gamma', 'cb')
 
@@ -109,7 +110,7 @@ def norcal_scores(cls_score: Tensor, log_factors: Tensor) -> Tensor:
 
 
 @MODELS.register_module()
-class CalibratedCrossEntropyLoss(CrossEntropyLoss):
+class CalibratedCrossEntropyLoss(CustomClassifierMixin, CrossEntropyLoss):
     """Softmax cross-entropy for training, NorCal scores at test time.
 
     Args:
@@ -166,18 +167,10 @@ class CalibratedCrossEntropyLoss(CrossEntropyLoss):
                              'the per-class training image count)')
         self._log_factors_key: Optional[tuple] = None
         self._log_factors: Optional[Tensor] = None
-        # the BBoxHead protocol: C + 1 outputs, scores from get_activation
-        self.custom_cls_channels = True
-        self.custom_activation = True
-        self.custom_accuracy = True
 
-    def get_cls_channels(self, num_classes: int) -> int:
+    def cls_channels(self) -> int:
         """C + 1 outputs, as a plain softmax head."""
-        if num_classes != self.num_classes:
-            raise ValueError(f'CalibratedCrossEntropyLoss: num_classes='
-                             f'{self.num_classes} but the head has '
-                             f'{num_classes} classes')
-        return num_classes + 1
+        return self.num_classes + 1
 
     def log_factors(self) -> Tensor:
         """``log a_c`` for the current ``gamma`` / ``method`` (float32).

@@ -17,284 +17,22 @@ foreground RoIs of other classes therefore stop suppressing the tail
 classes, while background RoIs still suppress every class. At test time the
 score of class j is ``sigmoid(z_j)`` and a zero background column is appended
 (the authors' convention), so mmdet's heads get N x (C + 1) scores.
-
-This module also holds :func:`one_hot_weighted_bce`, the weighted sigmoid
-cross-entropy with one-hot targets that EQL and EQLv2 share. It never stores
-the dense target or weight matrices: one pass over the logits computes
-each element's loss and gradient from one ``exp`` and a cheap ``log1p``
-(``sigmoid_terms``), the per-row losses, the per-column gradient sums the
-statistics of EQLv2 need, and the finiteness check of the logits. When the
-input is large, the pass is a C++ kernel on a CPU
-(``mmdet_longtail/ops/csrc/one_hot_bce_cpu.cpp``) and otherwise one kernel
-fused by ``torch.compile`` (``fused_elementwise``). Backward is one
-broadcast product at most. ``benchmarks/bench_cls_losses.py`` times
-it against softmax cross-entropy.
 """
-import math
-from typing import Dict, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
-from torch.autograd.function import once_differentiable
 
 from mmdet.models.losses import accuracy
 from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import resolve_class_statistics
-from mmdet_longtail.ops import cpu_kernels_for
-from .fused_elementwise import FusedElementwise
-from .sigmoid_terms import (column_sums_at_labels, positive_mask,
-                            softplus_and_sigmoid)
-
-REDUCTIONS = ('none', 'mean', 'sum')
+from .utils import (ClassifierInputs, CustomClassifierMixin,
+                    reduce_roi_losses, upcast_half)
 
 
-# --------------------------------------------------------------- checks
-def check_cls_inputs(cls_score: Tensor, labels: Tensor, num_columns: int,
-                     num_classes: int, owner: str) -> None:
-    """Clear errors for logits / labels a sigmoid RoI loss cannot use.
-    Non-finite logits are caught by the loss's own pass
-    (:func:`check_finite_logits`), not by a separate one here.
-
-    Args:
-        cls_score (Tensor): logits, must be (N, ``num_columns``).
-        labels (Tensor): (N,) integers in ``[0, num_classes]`` (``C`` is the
-            background, mmdet's convention).
-        num_columns (int): expected number of logit columns.
-        num_classes (int): C, number of foreground classes.
-        owner (str): loss name used in the messages.
-    """
-    if cls_score.dim() != 2 or cls_score.size(1) != num_columns:
-        raise ValueError(
-            f'{owner}: cls_score must be (N, {num_columns}) for '
-            f'num_classes={num_classes}, got {tuple(cls_score.shape)}; '
-            f'build the classifier through the loss (BBoxHead uses '
-            f'loss_cls.get_cls_channels)')
-    if labels.dim() != 1 or labels.numel() != cls_score.size(0):
-        raise ValueError(f'{owner}: labels must be ({cls_score.size(0)},), '
-                         f'got {tuple(labels.shape)}')
-    if labels.dtype.is_floating_point or labels.dtype == torch.bool:
-        raise ValueError(f'{owner}: labels must be integers, got '
-                         f'{labels.dtype}')
-    if not labels.numel():
-        return
-    low, high = torch.aminmax(labels)
-    if int(low) < 0 or int(high) > num_classes:
-        bad = labels[(labels < 0) | (labels > num_classes)][0].item()
-        raise ValueError(f'{owner}: labels must lie in [0, {num_classes}] '
-                         f'({num_classes} = background), found {bad}')
-
-
-def check_reduction(reduction: str, owner: str) -> str:
-    if reduction not in REDUCTIONS:
-        raise ValueError(f'{owner}: reduction must be one of {REDUCTIONS}, '
-                         f'got {reduction!r}')
-    return reduction
-
-
-# ------------------------------------------- shared weighted sigmoid BCE
-def one_hot_bce_sums(logits: Tensor, target_col: Tensor, pos_weight: Tensor,
-                     neg_weight: Tensor, row_kind: Optional[Tensor],
-                     scale: float,
-                     with_column_sums: bool) -> Tuple[Tensor, ...]:
-    """Every element of the weighted BCE in one pass, and its reductions.
-
-    ``BCE(x, y) = softplus(x) - y x`` and ``dBCE/dx = sigmoid(x) - y``. The
-    weights are ``pos_weight[j]`` at the targets and ``neg_weight[r_i, j]``
-    elsewhere, times ``scale`` (the normaliser).
-
-    Returns:
-        tuple: per-row losses (N,), the gradient (N, K), the per-row sums of
-        the logits, finite exactly when every logit is (the finiteness
-        check, free in the same pass), and with ``with_column_sums`` the
-        gradient's per-column sums (K,).
-    """
-    is_pos = positive_mask(target_col, logits.size(1))
-    negative_weight = neg_weight[0] if row_kind is None else \
-        neg_weight[row_kind]
-    weight = torch.where(is_pos, pos_weight, negative_weight) * scale
-    softplus, sigmoid = softplus_and_sigmoid(logits)
-    bce = softplus - torch.where(is_pos, logits, 0)
-    grad = (sigmoid - is_pos.to(logits.dtype)) * weight
-    sums = ((weight * bce).sum(1), grad, logits.sum(1))
-    # a second loop over the gradient: only when the statistics need it
-    return sums + (grad.sum(0), ) if with_column_sums else sums
-
-
-# one fused kernel when large (see fused_elementwise)
-fused_one_hot_bce_sums = FusedElementwise(one_hot_bce_sums)
-
-
-class GradStats(NamedTuple):
-    """Per-column gradient magnitudes ``sum_i w_ij |p_ij - y_ij|`` of the
-    un-normalised loss, split by the target."""
-    positive: Tensor  # (K,) over the elements with y_ij = 1
-    negative: Tensor  # (K,) over the elements with y_ij = 0
-
-
-def check_finite_logits(logits: Tensor, logit_sums: Tensor,
-                        owner: str) -> None:
-    """Raise if the sum of ``logit_sums`` (partial sums of every logit, as
-    a fused pass returns them) is not finite: any NaN or inf logit makes it
-    so; an overflowing sum of finite logits is re-checked element-wise."""
-    # one reduction and one sync in the usual, finite case
-    if math.isfinite(float(logit_sums.sum())) or bool(
-            torch.isfinite(logits).all()):
-        return
-    bad = logits[~torch.isfinite(logits)][0].item()
-    raise ValueError(f'{owner}: cls_score is not finite (found {bad}); '
-                     f'the classifier diverged or its input is broken')
-
-
-def gradient_magnitudes(grad: Tensor, target_col: Tensor,
-                        column_sums: Tensor,
-                        scale: float) -> Tuple[Tensor, Tensor]:
-    """Per-column ``sum_i w_ij |p_ij - y_ij|`` over the targets and over
-    the other elements, from the gradient (N, K) of the loss normalised by
-    ``scale`` and its column sums: the targets' gradients are <= 0, the
-    others' >= 0, so only the N target elements are read again."""
-    pos_magnitude = column_sums_at_labels(grad, target_col).mul_(-1 / scale)
-    # clamped: rounding can leave a column with no negatives below 0
-    neg_magnitude = torch.add(
-        pos_magnitude, column_sums, alpha=1 / scale).clamp_(min=0)
-    return pos_magnitude, neg_magnitude
-
-
-def one_hot_bce_pass(
-    logits: Tensor, target_col: Tensor, pos_weight: Tensor,
-    neg_weight: Tensor, row_kind: Optional[Tensor], scale: float,
-    with_statistics: bool
-) -> Tuple[Tensor, Tensor, Tensor, Optional[Tuple[Tensor, Tensor]]]:
-    """:func:`one_hot_bce_sums` on the fastest path for the input: the
-    C++ CPU kernel, the compiled pass or eager.
-
-    Returns:
-        tuple: per-row losses (N,), the gradient (N, K), the per-row logit
-        sums (N,), and with ``with_statistics`` the per-column gradient
-        magnitudes of the un-normalised loss over the targets and over the
-        other elements (else None).
-    """
-    kernel = cpu_kernels_for(logits, fused_one_hot_bce_sums.min_numel)
-    if kernel is not None:
-        row_loss, grad, logit_sums, *statistics = kernel.one_hot_bce_forward(
-            logits, target_col.contiguous(), pos_weight.contiguous(),
-            neg_weight.contiguous(),
-            logits.new_empty(0, dtype=torch.long)
-            if row_kind is None else row_kind.long().contiguous(), scale,
-            with_statistics)
-        magnitudes = statistics[0].unbind(0) if statistics else None
-        return row_loss, grad, logit_sums, magnitudes
-    row_loss, grad, logit_sums, *column_sums = fused_one_hot_bce_sums(
-        logits, target_col, pos_weight, neg_weight, row_kind, scale,
-        with_statistics)
-    magnitudes = gradient_magnitudes(grad, target_col, column_sums[0],
-                                     scale) if with_statistics else None
-    return row_loss, grad, logit_sums, magnitudes
-
-
-class _OneHotWeightedBCE(torch.autograd.Function):
-    """Autograd function of :func:`one_hot_weighted_bce`.
-
-    The gradient is written in the forward pass, by the same fused kernel
-    as the loss, so backward is one product with the upstream gradient, or
-    none when that is 1.
-    """
-
-    @staticmethod
-    def forward(ctx, logits: Tensor, target_col: Tensor, pos_weight: Tensor,
-                neg_weight: Tensor, row_kind: Optional[Tensor], reduction: str,
-                with_statistics: bool, owner: str) -> tuple:
-        scale = 1.0 / max(logits.size(0), 1) if reduction == 'mean' else 1.0
-        row_loss, grad, logit_sums, magnitudes = one_hot_bce_pass(
-            logits, target_col, pos_weight, neg_weight, row_kind, scale,
-            with_statistics)
-        check_finite_logits(logits, logit_sums, owner)
-        ctx.save_for_backward(grad)
-        ctx.reduction = reduction
-        if with_statistics:
-            pos_magnitude, neg_magnitude = magnitudes
-            ctx.mark_non_differentiable(pos_magnitude, neg_magnitude)
-        else:
-            pos_magnitude = neg_magnitude = None
-        # no zero gradients for the statistics outputs
-        ctx.set_materialize_grads(False)
-        # 'none' keeps the rows (scale 1), the others are scaled sums
-        loss = row_loss if reduction == 'none' else row_loss.sum()
-        return loss, pos_magnitude, neg_magnitude
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, grad_loss: Optional[Tensor], *unused) -> tuple:
-        if grad_loss is None:
-            return (None, ) * 8
-        grad, = ctx.saved_tensors
-        if ctx.reduction == 'none':
-            grad = grad * grad_loss[:, None]
-        # the usual case, d(total loss)/d(loss) = 1: no (N, K) product
-        elif grad_loss.is_cuda or float(grad_loss) != 1.0:
-            grad = grad * grad_loss
-        return grad, None, None, None, None, None, None, None
-
-
-def one_hot_weighted_bce(cls_score: Tensor,
-                         target_col: Tensor,
-                         pos_weight: Tensor,
-                         neg_weight: Tensor,
-                         row_kind: Optional[Tensor] = None,
-                         reduction: str = 'mean',
-                         with_statistics: bool = False,
-                         owner: str = 'one_hot_weighted_bce'
-                         ) -> Tuple[Tensor, GradStats]:
-    """Weighted sigmoid cross-entropy with (at most) one positive per row.
-
-    ``L_i = sum_j w_ij BCE(z_ij, y_ij)`` with ``y_ij = [j == t_i]``,
-    ``w_ij = pos_weight[j]`` for the target element and
-    ``w_ij = neg_weight[r_i, j]`` for the others. The weights get no
-    gradient. The dense target and weight matrices are never stored: one
-    fused pass (``sigmoid_terms``) computes the loss, the gradient and its
-    per-column sums.
-
-    Args:
-        cls_score (Tensor): logits (N, K); float16 / bfloat16 logits are
-            computed in float32.
-        target_col (Tensor): (N,) integer column of each row's positive
-            element; a row without one has a value outside ``[0, K)``
-            (e.g. -1).
-        pos_weight (Tensor): (K,) weight of a positive element per column.
-        neg_weight (Tensor): (R, K) weights of the negative elements; row i
-            uses ``neg_weight[row_kind[i]]``.
-        row_kind (Tensor, optional): (N,) int64 in ``[0, R)``; may be None
-            when R = 1. Defaults to None.
-        reduction (str): 'none' -> per-row losses (N,), 'sum', or 'mean'
-            (sum / N). Defaults to 'mean'.
-        with_statistics (bool): also return the per-column gradient
-            magnitudes. Defaults to False.
-        owner (str): loss name in the error raised for non-finite logits.
-
-    Returns:
-        tuple[Tensor, GradStats]: the loss, and the per-column magnitudes of
-        the gradient of the un-normalised loss (no gradient; None without
-        ``with_statistics``).
-    """
-    if neg_weight.dim() != 2 or neg_weight.size(1) != cls_score.size(1):
-        raise ValueError(f'neg_weight must be (R, {cls_score.size(1)}), got '
-                         f'{tuple(neg_weight.shape)}')
-    if neg_weight.size(0) > 1 and row_kind is None:
-        raise ValueError('row_kind is required with several neg_weight rows')
-    # half precision logits (AMP) are computed in float32
-    logits = cls_score if cls_score.dtype in (torch.float32,
-                                              torch.float64) else \
-        cls_score.float()
-    # no gradient for the weights (the function returns None for them)
-    weights = [w.to(logits) for w in (pos_weight, neg_weight)]
-    loss, positive, negative = _OneHotWeightedBCE.apply(
-        logits, target_col.long(), *weights, row_kind, reduction,
-        with_statistics, owner)
-    return loss, GradStats(positive, negative)
-
-
-# ----------------------------------------------------------------- EQL
 def eql_tail_classes(image_freq: Sequence[float],
                      lambda_threshold: float) -> np.ndarray:
     """``T_lambda(f_j) = [f_j < lambda]`` per class (bool, (C,))."""
@@ -313,34 +51,29 @@ def eql_loss(cls_score: Tensor,
     """Equalization loss of C sigmoid logits (no background logit).
 
     Args:
-        cls_score (Tensor): logits (N, C).
+        cls_score (Tensor): logits (N, C); float16 / bfloat16 logits are
+            computed in float32, float64 in float64.
         labels (Tensor): (N,) in ``[0, C]``, C = background.
         tail_classes (Tensor): (C,) bool or 0/1, ``T_lambda(f_j)``.
-        reduction (str): 'none' (per RoI), 'sum' or 'mean' (sum / N).
-            Defaults to 'mean'.
+        reduction (str): 'none' (per RoI, e.g. for OHEM), 'sum' or 'mean'
+            (sum / N). Defaults to 'mean'.
     """
+    cls_score = upcast_half(cls_score)
     num_classes = cls_score.size(1)
-    is_background = labels == num_classes
-    target_col = torch.where(is_background, -1, labels)
-    tail = tail_classes.to(torch.float32)
-    # row kind 0 = background RoI: w = 1 everywhere;
-    # row kind 1 = foreground RoI: w = 1 - T_j off the target
-    neg_weight = torch.stack([torch.ones_like(tail), 1 - tail])
-    loss, _ = one_hot_weighted_bce(cls_score, target_col,
-                                   torch.ones_like(tail), neg_weight,
-                                   (~is_background).long(), reduction,
-                                   owner='EQLoss')
-    return loss
-
-
-def sigmoid_scores_with_background(cls_score: Tensor) -> Tensor:
-    """``sigmoid`` of C logits with a zero background column appended."""
-    scores = torch.sigmoid(cls_score)
-    return torch.cat([scores, scores.new_zeros(scores.size(0), 1)], dim=1)
+    # y_ij = [j == g_i]; background RoIs (g_i = C) have no positive
+    y = F.one_hot(labels.long(), num_classes + 1)[:, :num_classes].to(
+        cls_score.dtype)
+    # E(i) = 1 for a foreground RoI, 0 for a background one
+    is_foreground = (labels < num_classes).to(cls_score.dtype)[:, None]
+    tail = tail_classes.to(cls_score.dtype)[None]
+    w = 1 - is_foreground * tail * (1 - y)
+    bce = F.binary_cross_entropy_with_logits(
+        cls_score, y, weight=w, reduction='none')
+    return reduce_roi_losses(bce.sum(1), reduction)
 
 
 @MODELS.register_module()
-class EQLoss(nn.Module):
+class EQLoss(CustomClassifierMixin, nn.Module):
     """Equalization Loss (Tan et al., CVPR 2020,
     https://arxiv.org/abs/2003.05176) for RoI heads.
 
@@ -391,10 +124,11 @@ class EQLoss(nn.Module):
         # derived from the dataset, so not part of checkpoints
         self.register_buffer(
             'tail_classes', torch.from_numpy(tail), persistent=False)
-        # the BBoxHead protocol: C outputs, sigmoid scores at test time
-        self.custom_cls_channels = True
-        self.custom_activation = True
-        self.custom_accuracy = True
+        self.inputs = ClassifierInputs(
+            'EQLoss', self.num_classes, self.num_classes,
+            f'C={self.num_classes} classes, no background logit',
+            hint='build the classifier through the loss (BBoxHead uses '
+            'loss_cls.get_cls_channels)')
 
     def _image_freq(self, image_freq: Optional[Sequence[float]],
                     ann_file: Optional[str]) -> np.ndarray:
@@ -409,16 +143,14 @@ class EQLoss(nn.Module):
                              f'expected num_classes={self.num_classes}')
         return freq
 
-    def get_cls_channels(self, num_classes: int) -> int:
+    def cls_channels(self) -> int:
         """C outputs: one sigmoid logit per class, no background logit."""
-        if num_classes != self.num_classes:
-            raise ValueError(f'EQLoss: num_classes={self.num_classes} but '
-                             f'the head has {num_classes} classes')
-        return num_classes
+        return self.num_classes
 
     def get_activation(self, cls_score: Tensor) -> Tensor:
         """Scores (N, C + 1): sigmoid, zero background column last."""
-        return sigmoid_scores_with_background(cls_score)
+        scores = torch.sigmoid(cls_score)
+        return torch.cat([scores, scores.new_zeros(scores.size(0), 1)], dim=1)
 
     def get_accuracy(self, cls_score: Tensor,
                      labels: Tensor) -> Dict[str, Tensor]:
@@ -432,14 +164,11 @@ class EQLoss(nn.Module):
                 label_weights: Optional[Tensor] = None,
                 avg_factor: Optional[float] = None,
                 reduction_override: Optional[str] = None) -> Tensor:
-        """EQL of logits (N, C) and labels (N,) in [0, C].
-
-        ``reduction_override``: 'none' gives the per-RoI losses (N,)
-        (e.g. for OHEM), 'sum' their sum, 'mean' (default) sum / N.
-        """
-        reduction = check_reduction(reduction_override or 'mean', 'EQLoss')
-        check_cls_inputs(cls_score, labels, self.num_classes, self.num_classes,
-                         'EQLoss')
+        """EQL of logits (N, C) and labels (N,) in [0, C], reduced as
+        ``reduction_override`` says (default 'mean', see
+        :func:`reduce_roi_losses`)."""
+        reduction = self.inputs.check(
+            cls_score, labels, reduction=reduction_override or 'mean')
         return self.loss_weight * eql_loss(cls_score, labels,
                                            self.tail_classes, reduction)
 

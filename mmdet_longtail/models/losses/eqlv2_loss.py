@@ -28,19 +28,15 @@ and the background score ``sigmoid(z_bg)`` is the last column.
 from typing import Dict, Optional, Tuple
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.dist import is_distributed
 from torch import Tensor
 
 from mmdet.models.losses import accuracy
 from mmdet.registry import MODELS
-from .eql_loss import (GradStats, check_cls_inputs, check_reduction,
-                       one_hot_weighted_bce)
+from .utils import (ClassifierInputs, CustomClassifierMixin,
+                    GradientStatistics, reduce_roi_losses, upcast_half)
 
-# guards the ratio of a class that has had no negative gradient yet
-RATIO_EPS = 1e-10
 # ratio before any statistics: f(100) = 1, so both weights start at 1
 INITIAL_RATIO = 100.0
 
@@ -49,9 +45,8 @@ def eqlv2_weights(pos_neg: Tensor, gamma: float, mu: float,
                   alpha: float) -> Tuple[Tensor, Tensor]:
     """Per-column positive and negative weights (C + 1,) from the gradient
     ratios ``g`` (C,); the background column gets 1 and 1."""
-    neg_w = torch.sigmoid(pos_neg.sub(mu).mul_(gamma))
-    # 1 + alpha (1 - neg_w), in two operations
-    pos_w = neg_w.mul(-alpha).add_(1 + alpha)
+    neg_w = torch.sigmoid(gamma * (pos_neg - mu))  # f(g)
+    pos_w = 1 + alpha * (1 - neg_w)
     return F.pad(pos_w, (0, 1), value=1.0), F.pad(neg_w, (0, 1), value=1.0)
 
 
@@ -59,35 +54,42 @@ def eqlv2_loss(cls_score: Tensor,
                labels: Tensor,
                pos_weight: Tensor,
                neg_weight: Tensor,
-               reduction: str = 'mean') -> Tuple[Tensor, GradStats]:
+               reduction: str = 'mean') -> Tuple[Tensor, Tensor]:
     """EQLv2 loss of C + 1 sigmoid logits with per-column weights.
 
     Args:
-        cls_score (Tensor): logits (N, C + 1), background last.
-        labels (Tensor): (N,) int64 in ``[0, C]``, C = background.
+        cls_score (Tensor): logits (N, C + 1), background last; float16 /
+            bfloat16 logits are computed in float32, float64 in float64.
+        labels (Tensor): (N,) integers in ``[0, C]``, C = background.
         pos_weight (Tensor): (C + 1,) weight of the target element.
         neg_weight (Tensor): (C + 1,) weight of the other elements.
-        reduction (str): 'none' (per RoI), 'sum' or 'mean' (sum / N).
-            Defaults to 'mean'.
+        reduction (str): 'none' (per RoI, e.g. for OHEM), 'sum' or 'mean'
+            (sum / N). Defaults to 'mean'.
 
     Returns:
-        tuple[Tensor, GradStats]: the loss, and this step's
-        ``sum_i y_ij |p_ij - y_ij| w_ij`` and
-        ``sum_i (1 - y_ij) |p_ij - y_ij| w_ij`` per column (no gradient),
-        the increments of the statistics.
+        tuple[Tensor, Tensor]: the loss, and this step's gradient
+        magnitudes of the weighted, un-normalised BCE per column (no
+        gradient), stacked (2, C + 1): ``sum_i y_ij |p_ij - y_ij| w_ij``
+        and ``sum_i (1 - y_ij) |p_ij - y_ij| w_ij``, the increments of the
+        statistics.
     """
-    return one_hot_weighted_bce(
-        cls_score,
-        labels,
-        pos_weight,
-        neg_weight[None],
-        reduction=reduction,
-        with_statistics=True,
-        owner='EQLv2')
+    cls_score = upcast_half(cls_score)
+    # one-hot over the C + 1 columns: background RoIs target the last one
+    y = F.one_hot(labels.long(), cls_score.size(1)).to(cls_score.dtype)
+    w = pos_weight.to(y) * y + neg_weight.to(y) * (1 - y)
+    bce = F.binary_cross_entropy_with_logits(
+        cls_score, y, weight=w, reduction='none')
+    loss = reduce_roi_losses(bce.sum(1), reduction)
+    with torch.no_grad():
+        # |d BCE / dz| = |sigmoid(z) - y|, times the weight
+        magnitude = (torch.sigmoid(cls_score) - y).abs() * w
+        increment = torch.stack([(magnitude * y).sum(0),
+                                 (magnitude * (1 - y)).sum(0)])
+    return loss, increment
 
 
 @MODELS.register_module()
-class EQLv2(nn.Module):
+class EQLv2(CustomClassifierMixin, GradientStatistics, nn.Module):
     """Equalization Loss v2 (Tan et al., CVPR 2021,
     https://arxiv.org/abs/2012.08548) for RoI heads.
 
@@ -105,11 +107,12 @@ class EQLv2(nn.Module):
 
     Buffers (saved in checkpoints, restored by ``--resume``): ``pos_grad``
     and ``neg_grad`` (C,), the accumulated gradient magnitudes, and
-    ``pos_neg`` (C,), their ratio g (starts at 100). Statistics are collected
-    by every forward call in training mode; with ``torch.distributed``
-    initialised the increments of each step are summed over the ranks (every
-    rank must call the loss the same number of times), so all ranks keep
-    identical statistics.
+    ``pos_neg`` (C,), their ratio g (starts at 100), kept by
+    :class:`~mmdet_longtail.models.losses.utils.GradientStatistics`.
+    Statistics are collected by every forward call in training mode; under
+    ``torch.distributed`` the increments of each step are summed over the
+    ranks (every rank must call the loss the same number of times), so all
+    ranks keep identical statistics.
 
     Args:
         num_classes (int): C, number of foreground classes.
@@ -143,21 +146,16 @@ class EQLv2(nn.Module):
         self.mu = float(mu)
         self.alpha = float(alpha)
         self.loss_weight = float(loss_weight)
-        self.register_buffer('pos_grad', torch.zeros(self.num_classes))
-        self.register_buffer('neg_grad', torch.zeros(self.num_classes))
-        self.register_buffer('pos_neg',
-                             torch.full((self.num_classes, ), INITIAL_RATIO))
-        # the BBoxHead protocol: C + 1 outputs, scores from get_activation
-        self.custom_cls_channels = True
-        self.custom_activation = True
-        self.custom_accuracy = True
+        self.register_gradient_statistics(self.num_classes, INITIAL_RATIO)
+        self.inputs = ClassifierInputs(
+            'EQLv2', self.num_classes, self.num_classes + 1,
+            f'C={self.num_classes} classes + 1 objectness logit last',
+            hint='build the classifier through the loss (BBoxHead uses '
+            'loss_cls.get_cls_channels)')
 
-    def get_cls_channels(self, num_classes: int) -> int:
+    def cls_channels(self) -> int:
         """C + 1 outputs: C class logits and the objectness logit last."""
-        if num_classes != self.num_classes:
-            raise ValueError(f'EQLv2: num_classes={self.num_classes} but the '
-                             f'head has {num_classes} classes')
-        return num_classes + 1
+        return self.num_classes + 1
 
     def get_activation(self, cls_score: Tensor) -> Tensor:
         """Scores (N, C + 1): ``sigmoid(z_c) * (1 - sigmoid(z_bg))`` for the
@@ -181,24 +179,12 @@ class EQLv2(nn.Module):
             acc_objectness=acc_objectness,
             acc_classes=accuracy(cls_score[fg, :-1], labels[fg]))
 
-    def weights(self) -> Tuple[Tensor, Tensor]:
-        """Current (pos_weight, neg_weight), (C + 1,) each."""
-        return eqlv2_weights(self.pos_neg, self.gamma, self.mu, self.alpha)
-
-    @torch.no_grad()
-    def update_statistics(self, increments: GradStats) -> None:
-        """Add one step's gradient magnitudes of the C foreground classes
-        (summed over the ranks)."""
-        num = self.num_classes
-        increments = torch.stack(
-            [increments.positive[:num],
-             increments.negative[:num]]).to(self.pos_grad)
-        if is_distributed():
-            dist.all_reduce(increments, op=dist.ReduceOp.SUM)
-        torch._foreach_add_([self.pos_grad, self.neg_grad],
-                            increments.unbind(0))
-        torch.div(
-            self.pos_grad, self.neg_grad + RATIO_EPS, out=self.pos_neg)
+    def weights(self,
+                dtype: Optional[torch.dtype] = None) -> Tuple[Tensor, Tensor]:
+        """Current (pos_weight, neg_weight), (C + 1,) each, computed in
+        ``dtype`` (default: the buffers')."""
+        ratio = self.pos_neg if dtype is None else self.pos_neg.to(dtype)
+        return eqlv2_weights(ratio, self.gamma, self.mu, self.alpha)
 
     def forward(self,
                 cls_score: Tensor,
@@ -206,21 +192,19 @@ class EQLv2(nn.Module):
                 label_weights: Optional[Tensor] = None,
                 avg_factor: Optional[float] = None,
                 reduction_override: Optional[str] = None) -> Tensor:
-        """EQLv2 of logits (N, C + 1) and labels (N,) in [0, C].
-
-        ``reduction_override``: 'none' gives the per-RoI losses (N,)
-        (e.g. for OHEM), 'sum' their sum, 'mean' (default) sum / N.
-        """
-        reduction = check_reduction(reduction_override or 'mean', 'EQLv2')
-        check_cls_inputs(cls_score, labels, self.num_classes + 1,
-                         self.num_classes, 'EQLv2')
-        labels = labels.long()
-        pos_weight, neg_weight = self.weights()
-        loss, increments = eqlv2_loss(cls_score, labels, pos_weight,
-                                      neg_weight, reduction)
+        """EQLv2 of logits (N, C + 1) and labels (N,) in [0, C]; in
+        training mode the statistics then grow by this step's increments.
+        ``reduction_override`` as in :func:`eqlv2_loss`."""
+        reduction = self.inputs.check(
+            cls_score, labels, reduction=reduction_override or 'mean')
+        pos_weight, neg_weight = self.weights(upcast_half(cls_score).dtype)
+        loss, increment = eqlv2_loss(cls_score, labels, pos_weight,
+                                     neg_weight, reduction)
         if self.training:
-            self.update_statistics(increments)
-        return loss if self.loss_weight == 1 else self.loss_weight * loss
+            # the C foreground columns; the background one has no ratio
+            self.accumulate_gradient_statistics(
+                increment[:, :self.num_classes])
+        return self.loss_weight * loss
 
     def extra_repr(self) -> str:
         return (f'num_classes={self.num_classes}, gamma={self.gamma}, '

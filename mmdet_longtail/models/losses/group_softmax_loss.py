@@ -47,6 +47,8 @@ from mmdet.models.losses import accuracy
 from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import (ClassStatistics,
                                                  resolve_class_statistics)
+from .utils import (ClassifierInputs, CustomClassifierMixin, check_reduction,
+                    upcast_half)
 
 DEFAULT_GROUP_BOUNDS = (10, 100, 1000)
 
@@ -221,9 +223,7 @@ def group_softmax_loss(cls_score: Tensor,
     Returns:
         Tensor: the loss.
     """
-    if reduction not in ('none', 'mean', 'sum'):
-        raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got "
-                         f'{reduction!r}')
+    check_reduction(reduction, 'GroupSoftmaxLoss')
     # only the K target logits and K normalisers per RoI are needed, not
     # the full log-softmax
     nll = group_log_normalisers(cls_score, group_widths) - \
@@ -283,11 +283,6 @@ def sample_group_weights(group_targets: np.ndarray,
     return np.concatenate([keep * label_weights, label_weights[None]])
 
 
-def _full_precision(x: Tensor) -> Tensor:
-    """float32 for half-precision (AMP) logits, float64 kept as it is."""
-    return x if x.dtype in (torch.float32, torch.float64) else x.float()
-
-
 def sampling_rng(base_seed: int, rank: int,
                  step: int) -> np.random.Generator:
     """Generator of one sampling step, keyed by (seed, rank, step)."""
@@ -295,7 +290,7 @@ def sampling_rng(base_seed: int, rank: int,
 
 
 @MODELS.register_module()
-class GroupSoftmaxLoss(nn.Module):
+class GroupSoftmaxLoss(CustomClassifierMixin, nn.Module):
     """Balanced Group Softmax loss for RoI classification (mmdet's
     custom-classifier protocol: ``custom_cls_channels``,
     ``get_cls_channels``, ``get_activation``, ``get_accuracy``).
@@ -373,10 +368,11 @@ class GroupSoftmaxLoss(nn.Module):
         self._run_seed: Optional[int] = None
         self._step: Optional[int] = None  # host copy of sampling_step
 
-        # mmdet BBoxHead protocol
-        self.custom_cls_channels = True
-        self.custom_activation = True
-        self.custom_accuracy = True
+        self.inputs = ClassifierInputs(
+            'GroupSoftmaxLoss', num_classes, self.layout.num_channels,
+            f'C={num_classes} + 1 + {len(self.group_widths)} groups',
+            hint='was the checkpoint converted with '
+            'tools/model_converters/bags_convert.py?')
 
     @staticmethod
     def _class_statistics(num_classes: int,
@@ -414,25 +410,14 @@ class GroupSoftmaxLoss(nn.Module):
     def group_widths(self) -> Tuple[int, ...]:
         return self.layout.group_widths
 
-    def get_cls_channels(self, num_classes: int) -> int:
+    def cls_channels(self) -> int:
         """Classifier outputs: C + 1 + number of groups."""
-        if num_classes != self.num_classes:
-            raise ValueError(f'GroupSoftmaxLoss built for {self.num_classes} '
-                             f'classes, the head has {num_classes}')
         return self.layout.num_channels
-
-    def _check_width(self, cls_score: Tensor) -> None:
-        if cls_score.size(-1) != self.layout.num_channels:
-            raise ValueError(
-                f'GroupSoftmaxLoss expects {self.layout.num_channels} logits '
-                f'(C={self.num_classes} + 1 + {len(self.group_widths)} '
-                f'groups), got {cls_score.size(-1)}; was the checkpoint '
-                f'converted with tools/model_converters/bags_convert.py?')
 
     def get_activation(self, cls_score: Tensor) -> Tensor:
         """(N, C + 1) probabilities, background last."""
-        self._check_width(cls_score)
-        return group_softmax_activation(_full_precision(cls_score),
+        self.inputs.check_logits(cls_score)
+        return group_softmax_activation(upcast_half(cls_score),
                                         self.group_widths,
                                         self.class_columns, self.class_groups)
 
@@ -475,7 +460,8 @@ class GroupSoftmaxLoss(nn.Module):
                 the default). Foreground groups use their own counts.
             reduction_override (str, optional): 'none', 'mean' or 'sum'.
         """
-        self._check_width(cls_score)
+        reduction = self.inputs.check(cls_score, labels, label_weights,
+                                      reduction_override or 'mean')
         labels_np = labels.cpu().numpy()
         weights_np = np.ones(labels_np.shape, dtype=np.float32) \
             if label_weights is None else \
@@ -492,7 +478,7 @@ class GroupSoftmaxLoss(nn.Module):
                            axis=1)).to(cls_score.device, non_blocking=True)
         columns = torch.from_numpy(self.column_table_np[:, labels_np]).to(
             cls_score.device, non_blocking=True)
-        loss = group_softmax_loss(_full_precision(cls_score), columns,
+        loss = group_softmax_loss(upcast_half(cls_score), columns,
                                   packed[:, :-1], self.group_widths,
-                                  packed[:, -1], reduction_override or 'mean')
+                                  packed[:, -1], reduction)
         return self.loss_weight * loss
