@@ -195,7 +195,8 @@ def test_lvis_v05_lambda_at_the_common_frequent_boundary(tmp_path):
         add(image_id, 5)
     path = tmp_path / 'lvis_v0.5_train.json'
     path.write_text(json.dumps(dict(
-        images=[], annotations=annotations,
+        images=[dict(id=i, width=10, height=10) for i in range(1, 56741)],
+        annotations=annotations,
         categories=[dict(id=c + 1, name=f'c{c}') for c in range(5)])))
     assert get_class_statistics(str(path)).num_images == 56740
     eql = EQLoss(5, 1.76e-3, ann_file=str(path))
