@@ -5,7 +5,10 @@
 #   python tools/model_converters/bags_convert.py \
 #       work_dirs/cascade-mask-rcnn_r50_fpn_ms-2x_lvis-v0.5/epoch_24.pth \
 #       work_dirs/cascade-mask-rcnn_r50_fpn_ms-2x_lvis-v0.5/bags_init.pth
-_base_ = './cascade-mask-rcnn_r50_fpn_bags_ms-2x_lvis-v0.5.py'
+_base_ = [
+    './cascade-mask-rcnn_r50_fpn_bags_ms-2x_lvis-v0.5.py',
+    './_base_/decoupled_1x_lvis-v0.5.py'
+]
 
 load_from = 'work_dirs/cascade-mask-rcnn_r50_fpn_ms-2x_lvis-v0.5/bags_init.pth'
 custom_hooks = _base_.custom_hooks + [
@@ -14,13 +17,10 @@ custom_hooks = _base_.custom_hooks + [
 # parameters are frozen after the DDP wrap, so DDP must expect unused ones
 model_wrapper_cfg = dict(
     type='MMDistributedDataParallel', find_unused_parameters=True)
-# BAGS fine-tunes the classifier with lr 0.01 at batch 16
-optim_wrapper = dict(optimizer=dict(lr=0.01))
-# 12 epochs of classifier training (the baseline's own schedule is 2x)
-train_cfg = dict(max_epochs=12)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0,
-         end=500),
-    dict(type='MultiStepLR', begin=0, end=12, by_epoch=True,
-         milestones=[8, 11], gamma=0.1)
-]
+# the authors' v0.5 recipe (single-scale, lr 0.01, gradient clip 35, warm-up
+# from lr / 3, 12 epochs; the baseline's own schedule is 2x multi-scale)
+train_dataloader = dict(
+    dataset=dict(pipeline=_base_.single_scale_train_pipeline))
+optim_wrapper = _base_.bags_v05_optim_wrapper
+train_cfg = dict(max_epochs=_base_.bags_v05_max_epochs)
+param_scheduler = _base_.bags_v05_param_scheduler

@@ -310,35 +310,105 @@ def test_reset_classifier_drops_every_stage_classifier():
 # ---------------------------------------------------------------- LWS
 
 
-def test_lws_hand_computed_and_gradient():
-    layer = LWSLinear(2, 2)
+# A 2-class example, background last: rows w_c, biases b_c, two inputs x.
+# w . x = [[3, 7, 0], [-1, -1, -2]]; w . x + b = [[3.5, 6, 3], [-0.5, -2, 1]]
+LWS_W = [[1.0, 2.0], [3.0, 4.0], [-1.0, 1.0]]
+LWS_B = [0.5, -1.0, 3.0]
+LWS_X = [[1.0, 1.0], [1.0, -1.0]]
+
+
+def lws_example(scale_bias, scale_background):
+    layer = LWSLinear(
+        2,
+        3,
+        scale_bias=scale_bias,
+        scale_background=scale_background,
+        dtype=torch.float64)
+    f = [2.0, 0.5, 3.0] if scale_background else [2.0, 0.5]
     with torch.no_grad():
-        layer.weight.copy_(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
-        layer.bias.copy_(torch.tensor([0.5, -1.0]))
-        layer.weight_scaler.copy_(torch.tensor([2.0, 0.5]))
-    x = torch.tensor([[1.0, 1.0], [1.0, -1.0]])
-    z = layer(x)
-    # z_c = f_c * (w_c . x) + b_c:
-    # row 1: (2 * 3 + 0.5, 0.5 * 7 - 1); row 2: (2 * -1 + 0.5, 0.5 * -1 - 1)
-    torch.testing.assert_close(z, torch.tensor([[6.5, 2.5], [-1.5, -1.5]]))
-    # dL/df_c = sum_i g_ic * (w_c . x_i) for L = sum(g * z)
-    g = torch.tensor([[1.0, 2.0], [3.0, -1.0]])
-    (grad, ) = torch.autograd.grad((g * z).sum(), layer.weight_scaler)
-    wx = x @ layer.weight.detach().t()
-    torch.testing.assert_close(grad, (g * wx).sum(0))
+        layer.weight.copy_(torch.tensor(LWS_W))
+        layer.bias.copy_(torch.tensor(LWS_B))
+        layer.weight_scaler.copy_(torch.tensor(f))
+    return layer, torch.tensor(LWS_X, dtype=torch.float64)
 
 
-def test_lws_starts_as_the_loaded_baseline():
+@pytest.mark.parametrize(
+    'scale_bias, scale_background, expected',
+    [
+        # z_c = (f_c * w_c) . x + b_c, f = (2, 0.5, 3)
+        (False, True, [[6.5, 2.5, 3.0], [-1.5, -1.5, -3.0]]),
+        # z_c = f_c * (w_c . x + b_c), f = (2, 0.5, 3)
+        (True, True, [[7.0, 3.0, 9.0], [-1.0, -1.0, 3.0]]),
+        # f = (2, 0.5) and f_bg = 1: the background is w_bg . x + b_bg
+        (False, False, [[6.5, 2.5, 3.0], [-1.5, -1.5, 1.0]]),
+        (True, False, [[7.0, 3.0, 3.0], [-1.0, -1.0, 1.0]]),
+    ])
+def test_lws_hand_computed(scale_bias, scale_background, expected):
+    layer, x = lws_example(scale_bias, scale_background)
+    assert torch.equal(layer(x), torch.tensor(expected, dtype=torch.float64))
+
+
+@pytest.mark.parametrize('scale_bias', [False, True])
+@pytest.mark.parametrize('scale_background', [True, False])
+def test_lws_scale_gradient(scale_bias, scale_background):
+    layer, x = lws_example(scale_bias, scale_background)
+
+    def logits(weight_scaler):
+        return torch.func.functional_call(layer,
+                                          {'weight_scaler': weight_scaler},
+                                          (x, ))
+
+    scaler = layer.weight_scaler.detach().clone().requires_grad_()
+    assert torch.autograd.gradcheck(logits, (scaler, ))
+
+
+def test_lws_background_scale_is_fixed():
+    layer, x = lws_example(scale_bias=True, scale_background=False)
+    # C learned scales, the background's 1 is no parameter element
+    assert layer.weight_scaler.shape == (2, )
+    assert sum(p.numel() for p in layer.parameters()) == 6 + 3 + 2
+    layer.weight.requires_grad_(False)
+    layer.bias.requires_grad_(False)
+    # the background logit reaches no learned scale
+    layer(x)[:, -1].sum().backward()
+    assert torch.equal(layer.weight_scaler.grad, torch.zeros(2).double())
+    # a training step on every output leaves the background scale at 1
+    optimizer = torch.optim.SGD([layer.weight_scaler], lr=0.1)
+    optimizer.zero_grad()
+    layer(x).pow(2).sum().backward()
+    optimizer.step()
+    assert not torch.equal(layer.weight_scaler,
+                           torch.tensor([2.0, 0.5]).double())
+    assert layer.scale()[-1].item() == 1.0
+
+
+@pytest.mark.parametrize('scale_bias', [False, True])
+@pytest.mark.parametrize('scale_background', [True, False])
+def test_lws_starts_as_the_loaded_baseline(scale_bias, scale_background):
     torch.manual_seed(5)
     linear = nn.Linear(8, 5)
-    lws = MODELS.build(dict(type='LWSLinear', in_features=8, out_features=5))
+    lws = MODELS.build(
+        dict(
+            type='LWSLinear',
+            in_features=8,
+            out_features=5,
+            scale_bias=scale_bias,
+            scale_background=scale_background))
     missing, unexpected = lws.load_state_dict(linear.state_dict(),
                                               strict=False)
     assert missing == ['weight_scaler'] and unexpected == []
-    assert torch.equal(lws.weight_scaler, torch.ones(5))
+    num_scales = 5 if scale_background else 4
+    assert torch.equal(lws.weight_scaler, torch.ones(num_scales))
     x = torch.randn(4, 8)
     assert torch.equal(lws(x), linear(x))
     # reset_parameters (mmdet's re-initialisation) keeps the scale at 1
     lws.weight_scaler.data.fill_(3.0)
     lws.reset_parameters()
-    assert torch.equal(lws.weight_scaler, torch.ones(5))
+    assert torch.equal(lws.weight_scaler, torch.ones(num_scales))
+
+
+def test_lws_default_checkpoint_layout():
+    # the defaults keep the layout of earlier LWS checkpoints
+    state = LWSLinear(8, 5).state_dict()
+    assert list(state) == ['weight', 'bias', 'weight_scaler']
+    assert state['weight_scaler'].shape == (5, )

@@ -6,6 +6,13 @@ _base_ = 'mmdet::_base_/datasets/lvis_v0.5_instance.py'
 dataset_type = 'LVISV05LTDataset'
 data_root = 'data/lvis_v0.5/'
 
+# single-scale (1333, 800) training with flip, for recipes trained that way
+single_scale_train_pipeline = [
+    dict(type='Resize', scale=(1333, 800), keep_ratio=True)
+    if step.type == 'RandomChoiceResize' else step
+    for step in _base_.train_pipeline
+]
+
 train_dataloader = dict(
     dataset=dict(
         _delete_=True,
