@@ -65,7 +65,8 @@ def apply_cpu_distributed_defaults(cfg) -> None:
 
 def add_progress_bars(cfg) -> None:
     """Progress bars for training, testing and the LVIS evaluation."""
-    cfg.custom_hooks = list(cfg.get('custom_hooks', [])) + [
+    import mmdet_longtail.engine.hooks  # noqa: F401 (registers the hook)
+    cfg.custom_hooks = list(cfg.get('custom_hooks') or []) + [
         dict(type='ProgressBarHook')
     ]
     for key in ('val_evaluator', 'test_evaluator'):

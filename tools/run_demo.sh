@@ -24,7 +24,7 @@ fi
 # evaluation after the last epoch
 "$PY" tools/train.py "$CONFIG" --work-dir "$WORK_DIR" --progress \
     --cfg-options val_cfg=None val_dataloader=None val_evaluator=None
-CKPT="$WORK_DIR/$(xargs basename < "$WORK_DIR/last_checkpoint")"
+CKPT="$WORK_DIR/$(basename -- "$(cat "$WORK_DIR/last_checkpoint")")"
 "$PY" tools/test.py "$CONFIG" "$CKPT" --work-dir "$WORK_DIR" --progress
 echo "main job finished in $(( $(date +%s) - START )) s (data + train + test);" \
     "logs: $WORK_DIR/*/*.log"

@@ -16,7 +16,8 @@
 # caches that wheel, so a later venv installs in about 2 minutes.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd -P)"
-VENV="${MMLT_VENV:-$HOME/.cache/mmdet_longtail/venv}"
+# absolute: the checks below run from another directory
+VENV="$(realpath -m "${MMLT_VENV:-$HOME/.cache/mmdet_longtail/venv}")"
 REQ="$ROOT/requirements.txt"
 STAMP="$VENV/.mmdet_longtail-stack-$(sha1sum "$REQ" | cut -c1-12)"
 
@@ -64,10 +65,11 @@ if [ ! -f "$STAMP" ]; then
     $PIP install -q "${MMLT_TORCH_SPEC:-$(pin torch)}" \
         "${MMLT_TORCHVISION_SPEC:-$(pin torchvision)}" "$(pin numpy)" >&2
     # a torchvision built for another torch fails only when imported
-    if ! "$VENV/bin/python" -c 'import torch, torchvision.ops
-torchvision.ops.nms(torch.zeros(1, 4), torch.ones(1), 0.5)' >/dev/null 2>&1; then
+    if ! tv_error=$("$VENV/bin/python" -c 'import torch, torchvision.ops
+torchvision.ops.nms(torch.zeros(1, 4), torch.ones(1), 0.5)' 2>&1); then
+        echo "$tv_error" | tail -3 >&2
         log "error: torchvision does not work with this torch:"
-        "$VENV/bin/python" -m pip list 2>/dev/null | grep -E '^torch(vision)? ' >&2
+        "$VENV/bin/python" -m pip list 2>/dev/null | grep -E '^torch(vision)? ' >&2 || true
         log "install the torchvision built for your torch (docs/install.md)"
         exit 1
     fi

@@ -474,7 +474,7 @@ def test_test_cfg_overrides_alpha_and_scoring_of_every_stage(monkeypatch):
         nms_input_scores(tde.eval(), batch, monkeypatch), plain, atol=1e-4)
     with pytest.raises(ValueError, match="tde_scoring: scoring='x'"):
         build_tiny('cascade', tde_scoring='x')
-    with pytest.raises(ValueError, match="tde_stage_average='mean' is not"):
+    with pytest.raises(ValueError, match="rcnn.tde_stage_average='mean' is not"):
         build_tiny('cascade', tde_stage_average='mean')
 
 

@@ -75,3 +75,11 @@ def test_venv_with_a_moved_clone_points_elsewhere(bare_venv, tmp_path,
 
 def test_no_venv_at_all_is_missing(tmp_path):
     assert check(str(tmp_path / 'absent'), REPO_ROOT) == 'missing'
+
+
+def test_relative_venv_path_is_the_one_asked(bare_venv, tmp_path):
+    """MMLT_VENV relative to the caller's directory: the decision, made
+    from another directory, still asks that venv."""
+    put_on_path(bare_venv, REPO_ROOT)
+    relative = osp.relpath(bare_venv, str(tmp_path))
+    assert check(relative, str(tmp_path)) == 'installed'

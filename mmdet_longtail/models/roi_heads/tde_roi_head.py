@@ -141,7 +141,7 @@ class TDECascadeMixin:
         average = self.stage_average
         if average not in STAGE_AVERAGES:
             raise ValueError(
-                f'{type(self).__name__}: test_cfg.tde_stage_average='
+                f'{type(self).__name__}: test_cfg.rcnn.tde_stage_average='
                 f'{average!r} is not one of {STAGE_AVERAGES}')
 
     @property
@@ -218,7 +218,8 @@ class TDECascadeRoIHead(TDECascadeMixin, CascadeRoIHead):
 
     Training passes each stage's sampled labels to that stage's box head
     (each stage keeps its own moving-average feature). At test time the
-    stages' ``[z | t]`` are averaged and the last head scores once.
+    stages are combined as ``test_cfg.rcnn.tde_stage_average`` says (by
+    default each stage's probabilities are averaged).
     """
 
 
