@@ -118,25 +118,24 @@ class ToolRunner:
                     *extra, '--cfg-options', *opts, **kwargs)
 
 
-def installed_checkout() -> Optional[str]:
-    """Where this Python imports mmdet_longtail from when run from a
-    neutral directory (None: nowhere)."""
-    code = ('import importlib.util, os; s = importlib.util.find_spec('
-            '"mmdet_longtail"); print(os.path.dirname(os.path.dirname('
-            'os.path.realpath(s.origin))) if s else "")')
-    proc = subprocess.run([sys.executable, '-I', '-c', code], cwd='/',
-                          capture_output=True, text=True, check=True)
-    return proc.stdout.strip() or None
+def installed_checkout() -> str:
+    """tools/setup_env.sh's own answer for this Python's environment:
+    'installed', 'missing' or 'elsewhere: PATH'."""
+    proc = subprocess.run(
+        ['bash', osp.join(REPO_ROOT, 'tools', 'setup_env.sh'), '--check'],
+        env=dict(os.environ, MMLT_VENV=sys.prefix),
+        capture_output=True, text=True, check=True)
+    return proc.stdout.strip()
 
 
 @pytest.fixture(scope='session')
 def run_tool(synthetic_root) -> ToolRunner:
     found = installed_checkout()
-    if found != osp.realpath(REPO_ROOT):
-        pytest.fail(f'{sys.executable} imports mmdet_longtail from '
-                    f'{found or "nowhere"}, not from this checkout '
-                    f'{REPO_ROOT}: run the suite with bash tools/run_tests.sh '
-                    f'(it installs the checkout) or pip install -e .')
+    if found != 'installed':
+        pytest.fail(f'the environment of {sys.executable} does not have '
+                    f'this checkout {REPO_ROOT} installed ({found}): run the '
+                    f'suite with bash tools/run_tests.sh (it installs the '
+                    f'checkout) or pip install -e .')
     return ToolRunner(synthetic_root)
 
 
