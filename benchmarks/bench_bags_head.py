@@ -123,7 +123,10 @@ def main() -> None:
                             rng).to(device)
     feats = torch.randn(args.num_rois, args.in_features, device=device)
 
-    bags = GroupSoftmaxLoss(num_classes, instance_count=counts, seed=0)
+    bags = GroupSoftmaxLoss(
+        num_classes,
+        class_statistics=dict(image_count=counts, instance_count=counts),
+        seed=0)
     assert bags.layout.group_sizes == LVIS_V1_GROUP_SIZES
     bags = bags.to(device)
     ce = CrossEntropyLoss(use_sigmoid=False)

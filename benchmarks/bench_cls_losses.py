@@ -99,7 +99,9 @@ def build_losses(num_classes: int) -> Dict[str, Tuple[str, object, int]]:
     from mmdet_longtail.models.losses.eqlv2_loss import EQLv2
 
     # LVIS v1 has 815 classes below EQL's lambda = 1.1e-3 (reference notes)
-    image_freq = [1e-4 if j < 815 else 1e-2 for j in range(num_classes)]
+    statistics = dict(
+        image_count=[1 if j < 815 else 100 for j in range(num_classes)],
+        num_images=10000)
     losses = {
         'CrossEntropyLoss': ('mmdet', CrossEntropyLoss(), num_classes + 1),
         'EQLV2Loss':
@@ -108,7 +110,7 @@ def build_losses(num_classes: int) -> Dict[str, Tuple[str, object, int]]:
         ('mmdet', SeesawLoss(num_classes=num_classes), num_classes + 2),
         'EQLoss': ('mmdet_longtail',
                    EQLoss(num_classes, 1.1e-3,
-                          image_freq=image_freq), num_classes),
+                          class_statistics=statistics), num_classes),
         'EQLv2': ('mmdet_longtail', EQLv2(num_classes), num_classes + 1),
     }
     try:

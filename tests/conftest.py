@@ -142,3 +142,12 @@ def run_tool(synthetic_root) -> ToolRunner:
 def last_checkpoint(work_dir: str) -> str:
     with open(osp.join(work_dir, 'last_checkpoint')) as f:
         return osp.join(work_dir, osp.basename(f.read().strip()))
+
+
+def build_config_model(cfg) -> torch.nn.Module:
+    """The model of a loaded config, with the class statistics of its train
+    set, as ``LongTailRunner`` builds it."""
+    from mmdet.registry import MODELS
+    from mmdet_longtail.engine.long_tail_runner import give_class_statistics
+    give_class_statistics(cfg.model, cfg.get('train_dataloader'))
+    return MODELS.build(cfg.model)

@@ -2,16 +2,15 @@
 # of Cascade Mask R-CNN gets the group-softmax classifier.
 _base_ = '../lvis/cascade-mask-rcnn_r50_fpn_ms-1x_lvis-v1.py'
 
-bags_ann_file = (_base_.train_dataloader.dataset.data_root +
-                 _base_.train_dataloader.dataset.ann_file)
 model = dict(
     roi_head=dict(bbox_head=[
         dict(
             head,
             type='BAGSBBoxHead',
-            ann_file=bags_ann_file,
-            group_bounds=(10, 100, 1000),
-            beta=8.0,
-            loss_cls=dict(type='GroupSoftmaxLoss'))
+            loss_cls=dict(
+                type='GroupSoftmaxLoss',
+                num_classes=head['num_classes'],
+                group_bounds=(10, 100, 1000),
+                beta=8.0))
         for head in _base_.model.roi_head.bbox_head
     ]))

@@ -2,13 +2,13 @@
 # group-softmax classifier (classes grouped by train instance count).
 _base_ = '../lvis/faster-rcnn_r50_fpn_ms-2x_lvis-v0.5.py'
 
-bags_ann_file = (_base_.train_dataloader.dataset.data_root +
-                 _base_.train_dataloader.dataset.ann_file)
 model = dict(
     roi_head=dict(
         bbox_head=dict(
             type='BAGSBBoxHead',
-            ann_file=bags_ann_file,
-            group_bounds=(10, 100, 1000),
-            beta=8.0,
-            loss_cls=dict(_delete_=True, type='GroupSoftmaxLoss'))))
+            loss_cls=dict(
+                _delete_=True,
+                type='GroupSoftmaxLoss',
+                num_classes=_base_.model.roi_head.bbox_head.num_classes,
+                group_bounds=(10, 100, 1000),
+                beta=8.0))))

@@ -10,9 +10,7 @@ eql_lambda = 0.08
 eql_loss = dict(
     type='EQLoss',
     num_classes=_base_.num_synthetic_classes,
-    lambda_threshold=eql_lambda,
-    ann_file=_base_.train_dataloader.dataset.data_root +
-    _base_.train_dataloader.dataset.ann_file)
+    lambda_threshold=eql_lambda)
 model = dict(
     roi_head=dict(bbox_head=[
         dict(

@@ -11,10 +11,7 @@ eql_lambda = 1.1e-3
 eql_loss = dict(
     type='EQLoss',
     num_classes=1203,
-    lambda_threshold=eql_lambda,
-    # f_j = image frequency in the training annotation file
-    ann_file=_base_.train_dataloader.dataset.data_root +
-    _base_.train_dataloader.dataset.ann_file)
+    lambda_threshold=eql_lambda)
 model = dict(
     roi_head=dict(bbox_head=[
         dict(

@@ -14,7 +14,5 @@ model = dict(
                 _delete_=True,
                 type='EQLoss',
                 num_classes=_base_.num_synthetic_classes,
-                lambda_threshold=eql_lambda,
-                ann_file=_base_.train_dataloader.dataset.data_root +
-                _base_.train_dataloader.dataset.ann_file),
+                lambda_threshold=eql_lambda),
             init_cfg=_base_.sigmoid_bbox_head_init_cfg)))

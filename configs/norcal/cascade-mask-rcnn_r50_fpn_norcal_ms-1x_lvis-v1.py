@@ -14,9 +14,6 @@ model = dict(
                 _base_.model.roi_head.bbox_head[-1].loss_cls,
                 type='CalibratedCrossEntropyLoss',
                 num_classes=1203,
-                # N_c = training image count of each class
-                ann_file=_base_.train_dataloader.dataset.data_root +
-                _base_.train_dataloader.dataset.ann_file,
                 gamma=norcal_gamma,
                 method='gamma'))
     ]))

@@ -8,7 +8,5 @@ model = dict(
             loss_cls=dict(
                 type='CalibratedCrossEntropyLoss',
                 num_classes=_base_.num_synthetic_classes,
-                ann_file=_base_.train_dataloader.dataset.data_root +
-                _base_.train_dataloader.dataset.ann_file,
                 gamma=norcal_gamma,
                 method='gamma'))))

@@ -11,8 +11,5 @@ model = dict(
             loss_cls=dict(
                 type='CalibratedCrossEntropyLoss',
                 num_classes=1203,
-                # N_c = training image count of each class
-                ann_file=_base_.train_dataloader.dataset.data_root +
-                _base_.train_dataloader.dataset.ann_file,
                 gamma=norcal_gamma,
                 method='gamma'))))

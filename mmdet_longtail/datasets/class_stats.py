@@ -26,7 +26,7 @@ import os.path as osp
 from dataclasses import dataclass, field
 from itertools import chain
 from operator import itemgetter
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -510,18 +510,36 @@ def get_class_statistics(ann_file: str) -> ClassStatistics:
     return _CACHE[key]
 
 
-def resolve_class_statistics(num_classes: int,
-                             ann_file: Optional[str] = None,
-                             stats: Optional[ClassStatistics] = None,
-                             owner: str = 'component') -> ClassStatistics:
-    """Statistics for a component configured with ``ann_file`` or explicit
-    statistics, checked against its ``num_classes``."""
-    if stats is None:
-        if ann_file is None:
-            raise ValueError(f'{owner} needs class statistics: pass ann_file='
-                             f'<LVIS train annotation file> (or explicit '
-                             f'counts)')
-        stats = get_class_statistics(ann_file)
+StatisticsSource = Union[str, 'ClassStatistics', Mapping]
+
+
+def load_class_statistics(source: Optional[StatisticsSource],
+                          num_classes: int, owner: str) -> ClassStatistics:
+    """The class statistics of a component's ``class_statistics`` argument.
+
+    ``source`` is the LVIS train annotation file (what
+    :class:`~mmdet_longtail.engine.LongTailRunner` passes, from
+    ``train_dataloader.dataset``), a :class:`ClassStatistics`, or a dict of
+    :meth:`ClassStatistics.from_counts` arguments (hand-made priors, tests).
+    The statistics must have ``num_classes`` classes.
+    """
+    if source is None:
+        raise ValueError(
+            f'{owner} needs class_statistics (the LVIS train annotation '
+            f'file). The LongTailRunner (runner_type=\'LongTailRunner\', set '
+            f'in configs/_base_/default_runtime.py) gives it from '
+            f'train_dataloader.dataset; a model built without that runner '
+            f'must pass it')
+    if isinstance(source, ClassStatistics):
+        stats = source
+    elif isinstance(source, str):
+        stats = get_class_statistics(source)
+    elif isinstance(source, Mapping):
+        stats = ClassStatistics.from_counts(**source)
+    else:
+        raise TypeError(f'{owner}: class_statistics must be an annotation '
+                        f'file path, a ClassStatistics or a dict of counts, '
+                        f'got {type(source).__name__}')
     if stats.num_classes != num_classes:
         raise ValueError(
             f'{owner}: num_classes={num_classes} does not match the '

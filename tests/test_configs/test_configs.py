@@ -2,9 +2,9 @@
 number of classes, initialises up to the download of its pretrained
 backbone, and runs a training and an inference forward pass.
 
-Real-LVIS configs that read class statistics (``ann_file`` inside the model)
-get a small stand-in annotation file with the same number of categories, so
-the test needs no LVIS download.
+The train set of real-LVIS configs, where the models' class statistics come
+from, is a small stand-in annotation file with the same number of categories,
+so the test needs no LVIS download.
 """
 import glob
 import json
@@ -14,7 +14,7 @@ from typing import Any, List
 import pytest
 import torch
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, build_config_model
 
 CONFIGS = sorted(
     p for p in glob.glob(osp.join(REPO_ROOT, 'configs', '**', '*.py'),
@@ -48,18 +48,6 @@ def find_values(cfg: Any, key: str, path: str = '') -> List[tuple]:
         for i, v in enumerate(cfg):
             found.extend(find_values(v, key, f'{path}[{i}]'))
     return found
-
-
-def replace_values(cfg: Any, key: str, value: Any) -> None:
-    if isinstance(cfg, dict):
-        for k in list(cfg):
-            if k == key:
-                cfg[k] = value
-            else:
-                replace_values(cfg[k], key, value)
-    elif isinstance(cfg, list):
-        for v in cfg:
-            replace_values(v, key, value)
 
 
 @pytest.fixture(scope='module')
@@ -144,7 +132,6 @@ def check_pretrained_init(model, cfg, path: str, monkeypatch) -> None:
 @pytest.mark.parametrize('path', CONFIGS, ids=lambda p: osp.relpath(
     p, osp.join(REPO_ROOT, 'configs')))
 def test_config_builds_and_runs(path, stand_in_ann_files, monkeypatch):
-    from mmdet.registry import MODELS
     from mmdet.testing import demo_mm_inputs
     from mmdet.utils import register_all_modules
     import mmdet_longtail  # noqa: F401
@@ -162,11 +149,19 @@ def test_config_builds_and_runs(path, stand_in_ann_files, monkeypatch):
         assert 'RFSEpochHook' in hooks, f'{path}: RFS without RFSEpochHook'
     for sub, value in find_values(cfg.model, 'num_classes'):
         assert value == num_classes, f'{path}: model.{sub}={value}'
-    replace_values(cfg.model, 'ann_file', stand_in_ann_files[num_classes])
+    # statistics come only from the train set, never from the model config
+    assert not find_values(cfg.model, 'ann_file') and not find_values(
+        cfg.model, 'class_statistics'), f'{path}: statistics in the model'
+    train_set = cfg.train_dataloader.dataset
+    while 'dataset' in train_set:
+        train_set = train_set.dataset
+    train_set.ann_file = stand_in_ann_files[num_classes]
     shrink_sampling(cfg.model.get('train_cfg'))
     shrink_sampling(cfg.model.get('test_cfg'))
     torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
+    model = build_config_model(cfg)
+    for sub, value in find_values(cfg.model, 'class_statistics'):
+        assert value == stand_in_ann_files[num_classes], f'{path}: {sub}'
     check_pretrained_init(model, cfg, path, monkeypatch)
 
     heads = [(name, m) for name, m in model.named_modules()

@@ -23,18 +23,22 @@ COLUMNS = [1, 3, 6, 8, 4]
 CLASSIFIER = r'bbox_head(\.\d+)?\.fc_cls\.'
 
 
-def build_head(**kwargs):
+def build_head(**loss_settings):
     import mmdet_longtail  # noqa: F401
-    cfg = dict(
-        type='BAGSBBoxHead',
-        num_classes=5,
-        instance_count=COUNTS,
-        in_channels=4,
-        fc_out_channels=8,
-        roi_feat_size=2,
-        seed=0)
-    cfg.update(kwargs)
-    return MODELS.build(cfg)
+    return MODELS.build(
+        dict(
+            type='BAGSBBoxHead',
+            num_classes=5,
+            in_channels=4,
+            fc_out_channels=8,
+            roi_feat_size=2,
+            loss_cls=dict(
+                dict(
+                    type='GroupSoftmaxLoss',
+                    num_classes=5,
+                    class_statistics=dict(
+                        image_count=COUNTS, instance_count=COUNTS),
+                    seed=0), **loss_settings)))
 
 
 def test_head_builds_the_group_classifier():
@@ -69,13 +73,23 @@ def test_head_loss_and_predict():
     assert 0 <= float(result.scores.min()) <= float(result.scores.max()) <= 1
 
 
-def test_head_settings_conflicts_are_errors():
+def test_head_settings_are_checked():
     with pytest.raises(ValueError, match='_delete_=True'):
-        build_head(loss_cls=dict(type='CrossEntropyLoss'))
-    with pytest.raises(ValueError, match="beta=4.0 but loss_cls.beta=8.0"):
-        build_head(beta=4.0, loss_cls=dict(type='GroupSoftmaxLoss', beta=8.0))
-    with pytest.raises(ValueError, match='num_classes'):
-        build_head(loss_cls=dict(type='GroupSoftmaxLoss', num_classes=6))
+        MODELS.build(
+            dict(type='BAGSBBoxHead', loss_cls=dict(type='CrossEntropyLoss')))
+    # settings the head once took belong to the loss now
+    with pytest.raises(ValueError, match=r"\['beta'\] are settings of loss"):
+        MODELS.build(
+            dict(
+                type='BAGSBBoxHead',
+                beta=4.0,
+                loss_cls=dict(type='GroupSoftmaxLoss', num_classes=5)))
+    # the loss declares its classes; the head checks them
+    with pytest.raises(ValueError, match='num_classes=6 but the head has 5'):
+        build_head(
+            num_classes=6,
+            class_statistics=dict(image_count=COUNTS + [9],
+                                  instance_count=COUNTS + [9]))
 
 
 class TinyDetector(nn.Module):

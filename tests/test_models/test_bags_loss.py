@@ -35,9 +35,15 @@ LOGITS = [
 LABELS = [4, 0, 5]
 
 
+def instances(counts) -> dict:
+    """class_statistics with these per-class instance (and image)
+    counts."""
+    return dict(image_count=counts, instance_count=counts)
+
+
 def make_loss(**kwargs) -> GroupSoftmaxLoss:
     kwargs.setdefault('seed', 0)
-    return GroupSoftmaxLoss(num_classes=5, instance_count=COUNTS, **kwargs)
+    return GroupSoftmaxLoss(num_classes=5, class_statistics=instances(COUNTS), **kwargs)
 
 
 def test_bisect_right_at_the_boundaries():
@@ -60,7 +66,7 @@ def test_lvis_group_sizes(sizes, num_channels):
     ])
     rng = np.random.default_rng(0)
     counts = counts[rng.permutation(len(counts))]
-    loss = GroupSoftmaxLoss(num_classes=len(counts), instance_count=counts)
+    loss = GroupSoftmaxLoss(num_classes=len(counts), class_statistics=instances(counts))
     assert loss.layout.group_sizes == sizes
     assert loss.get_cls_channels(len(counts)) == num_channels
     # each group lists its classes in ascending label order
@@ -89,7 +95,8 @@ def test_statistics_come_from_the_annotation_file(synthetic_root):
         sum(1 for cid in cat_ids if lo <= per_cat[cid] < hi)
         for lo, hi in [(1, 3), (3, 8), (8, 20), (20, 10**9)]
     ]
-    loss = GroupSoftmaxLoss(30, ann_file=ann_file, group_bounds=(3, 8, 20))
+    loss = GroupSoftmaxLoss(
+        30, class_statistics=ann_file, group_bounds=(3, 8, 20))
     assert loss.layout.group_sizes == tuple(expected)
 
 
@@ -258,7 +265,7 @@ def test_inference_hand_example():
 
 def test_inference_invariants():
     counts = np.random.default_rng(0).integers(1, 3000, size=60)
-    loss = GroupSoftmaxLoss(60, instance_count=counts, seed=0)
+    loss = GroupSoftmaxLoss(60, class_statistics=instances(counts), seed=0)
     logits = torch.randn(200, loss.layout.num_channels) * 4
     scores = loss.get_activation(logits)
     assert scores.shape == (200, 61)
@@ -290,7 +297,7 @@ def test_bad_group_bounds(bounds):
 
 def test_zero_instance_class_is_an_error():
     with pytest.raises(ValueError, match=r"class 1 \('1'\) has 0 training"):
-        GroupSoftmaxLoss(3, instance_count=[5, 0, 7])
+        GroupSoftmaxLoss(3, class_statistics=instances([5, 0, 7]))
 
 
 def test_zero_instance_class_in_annotation_file(tmp_path):
@@ -302,16 +309,14 @@ def test_zero_instance_class_in_annotation_file(tmp_path):
     path = tmp_path / 'train.json'
     path.write_text(json.dumps(ann))
     with pytest.raises(ValueError, match=r"train.json: class 1 \('never_seen"):
-        GroupSoftmaxLoss(2, ann_file=str(path))
+        GroupSoftmaxLoss(2, class_statistics=str(path))
     with pytest.raises(ValueError, match='num_classes=3 does not match'):
-        GroupSoftmaxLoss(3, ann_file=str(path))
+        GroupSoftmaxLoss(3, class_statistics=str(path))
     assert get_class_statistics(str(path)).num_classes == 2
 
 
 def test_other_bad_input():
-    with pytest.raises(ValueError, match='not both'):
-        GroupSoftmaxLoss(5, instance_count=COUNTS, ann_file='x.json')
-    with pytest.raises(ValueError, match='needs class statistics'):
+    with pytest.raises(ValueError, match='needs class_statistics'):
         GroupSoftmaxLoss(5)
     with pytest.raises(ValueError, match='beta'):
         make_loss(beta=0)

@@ -35,7 +35,7 @@ def load_tool(relpath: str):
 def norcal_loss(image_count, **kwargs) -> CalibratedCrossEntropyLoss:
     stats = ClassStatistics.from_counts(image_count)
     return CalibratedCrossEntropyLoss(
-        num_classes=len(image_count), class_stats=stats, **kwargs)
+        num_classes=len(image_count), class_statistics=stats, **kwargs)
 
 
 # ---------------------------------------------------------------- NorCal
@@ -131,13 +131,15 @@ def test_norcal_reads_image_counts_from_the_annotation_file(tmp_path):
     path.write_text(json.dumps(dict(images=images, annotations=anns,
                                     categories=cats)))
     loss = MODELS.build(dict(type='CalibratedCrossEntropyLoss',
-                             num_classes=3, ann_file=str(path), gamma=1.0))
+                             num_classes=3, class_statistics=str(path),
+                             gamma=1.0))
     assert loss.image_count.tolist() == [1, 2, 4]
     # z = 0: s = (1, 1/2, 1/4, 1) -> p = (4, 2, 1, 4) / 11
     p = loss.get_activation(torch.zeros(1, 4))
     torch.testing.assert_close(p, torch.tensor([[4, 2, 1, 4]]) / 11.0)
     with pytest.raises(ValueError, match='num_classes=5 does not match'):
-        CalibratedCrossEntropyLoss(num_classes=5, ann_file=str(path))
+        CalibratedCrossEntropyLoss(num_classes=5,
+                                   class_statistics=str(path))
 
 
 def test_norcal_bad_input_is_refused():
@@ -147,7 +149,7 @@ def test_norcal_bad_input_is_refused():
         norcal_loss([1, 2], gamma=-0.1)
     with pytest.raises(ValueError, match='unknown method'):
         norcal_loss([1, 2], gamma=0.5, method='exp')
-    with pytest.raises(ValueError, match='needs ann_file'):
+    with pytest.raises(ValueError, match='gamma > 0 needs class_statistics'):
         CalibratedCrossEntropyLoss(num_classes=2, gamma=0.5)
     with pytest.raises(ValueError, match=r'classes \(labels\) \[1\] have no'):
         norcal_loss([3, 0], gamma=0.5)
@@ -172,7 +174,7 @@ def test_norcal_scores_through_the_bbox_head_protocol():
             loss_cls=dict(
                 type='CalibratedCrossEntropyLoss',
                 num_classes=2,
-                class_stats=ClassStatistics.from_counts([1, 4]),
+                class_statistics=ClassStatistics.from_counts([1, 4]),
                 gamma=0.5)))
     assert head.fc_cls.out_features == 3
     rois = torch.tensor([[0, 0, 0, 10, 10.]])

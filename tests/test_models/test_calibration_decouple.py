@@ -8,7 +8,7 @@ import os.path as osp
 import pytest
 import torch
 
-from conftest import REPO_ROOT, last_checkpoint
+from conftest import REPO_ROOT, build_config_model, last_checkpoint
 
 BASELINE = 'configs/lvis/mask-rcnn_r18-tiny_fpn_12e_synthetic-lvis.py'
 CRT = 'configs/decouple/mask-rcnn_r18-tiny_fpn_crt_cas-4e_synthetic-lvis.py'
@@ -34,12 +34,11 @@ def baseline(synthetic_root, tmp_path_factory) -> dict:
     statistics (what the recipes start from)."""
     from mmengine.config import Config
 
-    from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     register_all_modules()
     cfg = Config.fromfile(osp.join(REPO_ROOT, BASELINE))
     torch.manual_seed(0)
-    model = MODELS.build(cfg.model)
+    model = build_config_model(cfg)
     model.init_weights()
     with torch.no_grad():
         for name, buf in model.named_buffers():

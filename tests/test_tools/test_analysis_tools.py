@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import build_config_model
 from mmdet_longtail.datasets import get_class_statistics
 from mmdet_longtail.evaluation import LongTailLVISMetric
 from mmdet_longtail.evaluation.analysis import (bin_labels,
@@ -227,12 +228,11 @@ def test_weight_norm_of_a_real_model_and_errors(run_tool, synthetic_root,
     """A freshly built tiny Mask R-CNN (softmax, C + 1 rows)."""
     from mmengine.config import Config
 
-    from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
     register_all_modules()
     cfg = Config.fromfile(
         'configs/lvis/mask-rcnn_r18-tiny_fpn_12e_synthetic-lvis.py')
-    model = MODELS.build(cfg.model)
+    model = build_config_model(cfg)
     ckpt = save(tmp_path / 'real.pth', model.state_dict(), cfg.pretty_text)
     train = osp.join(synthetic_root, 'annotations', 'lvis_v1_train.json')
     out = str(tmp_path / 'real')

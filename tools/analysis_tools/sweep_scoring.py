@@ -308,6 +308,8 @@ def build_detector(cfg, checkpoint: str, device: str) -> nn.Module:
     from mmengine.runner import load_checkpoint
 
     from mmdet.registry import MODELS
+    from mmdet_longtail.engine.long_tail_runner import give_class_statistics
+    give_class_statistics(cfg.model, cfg.get('train_dataloader'))
     model = MODELS.build(cfg.model)
     load_checkpoint(
         model,
@@ -579,7 +581,7 @@ class Rescorer:
         loss = self.last.loss_cls
         self.last.loss_cls = CalibratedCrossEntropyLoss(
             num_classes=self.last.num_classes,
-            ann_file=self._norcal_ann_file,
+            class_statistics=self._norcal_ann_file,
             loss_weight=loss.loss_weight)
         self.calibrated = True
 
@@ -1091,10 +1093,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def default_train_ann_file(cfg) -> Optional[str]:
+    from mmdet_longtail.engine.long_tail_runner import \
+        train_annotation_file
     train = cfg.get('train_dataloader')
-    if not train:
-        return None
-    return resolve_ann_file(to_plain(train.dataset))
+    return train_annotation_file(train.dataset) if train else None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> List[SweepResult]:

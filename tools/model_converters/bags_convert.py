@@ -61,25 +61,20 @@ def stage_layouts(config: str) -> list:
     cascade stage)."""
     from mmengine.config import Config
 
+    from mmdet_longtail.engine.long_tail_runner import (
+        fill_class_statistics, train_annotation_file)
     from mmdet_longtail.models.losses import group_softmax_loss as gsl
-    from mmdet_longtail.models.roi_heads.bbox_heads.bags_bbox_head import \
-        merge_group_softmax_cfg
     cfg = Config.fromfile(config)
     heads = cfg.model.roi_head.bbox_head
     heads = heads if isinstance(heads, list) else [heads]
+    train_file = train_annotation_file(cfg.train_dataloader.dataset)
     layouts = []
     for i, head in enumerate(heads):
         if head.get('type') != 'BAGSBBoxHead':
             raise ValueError(f'{config}: roi_head.bbox_head[{i}] is '
                              f'{head.get("type")!r}, not BAGSBBoxHead')
-        loss_cfg = merge_group_softmax_cfg(
-            head.get('loss_cls', dict(type='GroupSoftmaxLoss')),
-            head.get('num_classes', 80),
-            **{
-                k: head.get(k)
-                for k in ('ann_file', 'instance_count', 'group_bounds',
-                          'beta', 'seed')
-            })
+        loss_cfg = dict(head.loss_cls)
+        fill_class_statistics(loss_cfg, train_file)
         loss_cfg.pop('type')
         layouts.append(gsl.GroupSoftmaxLoss(**loss_cfg).layout)
     return layouts

@@ -38,8 +38,8 @@ from torch import Tensor
 
 from mmdet.models.losses import CrossEntropyLoss, accuracy
 from mmdet.registry import MODELS
-from mmdet_longtail.datasets.class_stats import (ClassStatistics,
-                                                 resolve_class_statistics)
+from mmdet_longtail.datasets.class_stats import (StatisticsSource,
+                                                 load_class_statistics)
 from .utils import CustomClassifierMixin
 
 NORCAL_METHODS = ('gamma', 'cb')
@@ -116,18 +116,18 @@ class CalibratedCrossEntropyLoss(CustomClassifierMixin, CrossEntropyLoss):
     Args:
         num_classes (int): number of foreground classes C (the classifier has
             C + 1 outputs, background last).
-        ann_file (str, optional): LVIS training annotation file; N_c is its
-            per-class training image count (read through
-            ``mmdet_longtail.datasets.class_stats``). Required when
-            ``gamma > 0``. Defaults to None.
+        class_statistics (str | ClassStatistics | dict, optional): the
+            train set's statistics, N_c = ``image_count``: the LVIS train
+            annotation file (``LongTailRunner`` passes it from
+            ``train_dataloader.dataset``), or see
+            :func:`~mmdet_longtail.datasets.load_class_statistics`. Required
+            when ``gamma > 0``. Defaults to None.
         gamma (float): calibration strength; 0 leaves the softmax unchanged
             (NorCal's own default, so it must be set for an effect).
             Defaults to 0.
         method (str): ``'gamma'`` (a_c = 1 / N_c^gamma) or ``'cb'``
             (a_c = (1 - gamma) / (1 - gamma^N_c), class-balanced).
             Defaults to ``'gamma'``.
-        class_stats (ClassStatistics, optional): explicit statistics instead
-            of ``ann_file`` (tests, custom priors). Defaults to None.
         **kwargs: arguments of mmdet's ``CrossEntropyLoss`` (``loss_weight``,
             ``reduction``, ``class_weight``, ...); ``use_sigmoid`` and
             ``use_mask`` must stay False.
@@ -135,10 +135,9 @@ class CalibratedCrossEntropyLoss(CustomClassifierMixin, CrossEntropyLoss):
 
     def __init__(self,
                  num_classes: int,
-                 ann_file: Optional[str] = None,
+                 class_statistics: Optional[StatisticsSource] = None,
                  gamma: float = 0.0,
                  method: str = 'gamma',
-                 class_stats: Optional[ClassStatistics] = None,
                  **kwargs) -> None:
         if kwargs.get('use_sigmoid') or kwargs.get('use_mask'):
             raise ValueError('CalibratedCrossEntropyLoss calibrates a softmax '
@@ -151,10 +150,9 @@ class CalibratedCrossEntropyLoss(CustomClassifierMixin, CrossEntropyLoss):
         self.method = method
         self.image_count: Optional[np.ndarray] = None
         self.stats_source = 'counts'
-        if ann_file is not None or class_stats is not None:
-            stats = resolve_class_statistics(
-                self.num_classes, ann_file, class_stats,
-                owner='CalibratedCrossEntropyLoss')
+        if class_statistics is not None:
+            stats = load_class_statistics(class_statistics, self.num_classes,
+                                          'CalibratedCrossEntropyLoss')
             self.image_count = stats.image_count.copy()
             self.stats_source = stats.source
             if self.gamma > 0:
@@ -162,9 +160,8 @@ class CalibratedCrossEntropyLoss(CustomClassifierMixin, CrossEntropyLoss):
                 norcal_log_factors(self.image_count, self.gamma, method,
                                    self.stats_source)
         elif self.gamma > 0:
-            raise ValueError('CalibratedCrossEntropyLoss with gamma > 0 needs '
-                             'ann_file=<LVIS train annotation file> (N_c is '
-                             'the per-class training image count)')
+            load_class_statistics(None, self.num_classes,
+                                  'CalibratedCrossEntropyLoss with gamma > 0')
         self._log_factors_key: Optional[tuple] = None
         self._log_factors: Optional[Tensor] = None
 
@@ -173,7 +170,8 @@ class CalibratedCrossEntropyLoss(CustomClassifierMixin, CrossEntropyLoss):
         return self.num_classes + 1
 
     def log_factors(self) -> Tensor:
-        """``log a_c`` for the current ``gamma`` / ``method`` (float32).
+        """``log a_c`` for the current ``gamma`` / ``method`` (float64; the
+        scores cast it to the logits' dtype).
 
         Cached per (gamma, method): both may be changed between calls (test
         time option, score sweeps).
@@ -182,12 +180,12 @@ class CalibratedCrossEntropyLoss(CustomClassifierMixin, CrossEntropyLoss):
         if self._log_factors_key != key:
             if self.gamma != 0 and self.image_count is None:
                 raise ValueError('CalibratedCrossEntropyLoss: gamma > 0 '
-                                 'needs class statistics (ann_file)')
+                                 'needs class_statistics')
             counts = self.image_count if self.image_count is not None \
                 else np.ones(self.num_classes)
             self._log_factors = torch.from_numpy(
                 norcal_log_factors(counts, self.gamma, self.method,
-                                   self.stats_source)).float()
+                                   self.stats_source))
             self._log_factors_key = key
         return self._log_factors
 

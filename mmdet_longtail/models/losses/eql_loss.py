@@ -28,7 +28,8 @@ from torch import Tensor
 
 from mmdet.models.losses import accuracy
 from mmdet.registry import MODELS
-from mmdet_longtail.datasets.class_stats import resolve_class_statistics
+from mmdet_longtail.datasets.class_stats import (StatisticsSource,
+                                                 load_class_statistics)
 from .utils import (ClassifierInputs, CustomClassifierMixin,
                     reduce_roi_losses, upcast_half)
 
@@ -94,19 +95,18 @@ class EQLoss(CustomClassifierMixin, nn.Module):
             frequency is below it are not suppressed by other classes'
             foreground RoIs. 1.76e-3 for LVIS v0.5 (the 915 rare and common
             classes) and 1.1e-3 for LVIS v1 in the configs.
-        image_freq (Sequence[float], optional): f_j of every class
-            (``image_count / num_images``). Give this or ``ann_file``.
-            Defaults to None.
-        ann_file (str, optional): LVIS training annotation file; f_j comes
-            from ``mmdet_longtail.datasets.class_stats``. Defaults to None.
+        class_statistics (str | ClassStatistics | dict): the train set's
+            statistics, f_j = ``image_count / num_images``: the LVIS train
+            annotation file (``LongTailRunner`` passes it from
+            ``train_dataloader.dataset``), or see
+            :func:`~mmdet_longtail.datasets.load_class_statistics`.
         loss_weight (float): multiplier of the loss. Defaults to 1.0.
     """
 
     def __init__(self,
                  num_classes: int,
                  lambda_threshold: float,
-                 image_freq: Optional[Sequence[float]] = None,
-                 ann_file: Optional[str] = None,
+                 class_statistics: Optional[StatisticsSource] = None,
                  loss_weight: float = 1.0) -> None:
         super().__init__()
         if int(num_classes) < 1:
@@ -119,8 +119,9 @@ class EQLoss(CustomClassifierMixin, nn.Module):
                              f'number >= 0, got {lambda_threshold}')
         self.lambda_threshold = lambda_threshold
         self.loss_weight = float(loss_weight)
-        tail = eql_tail_classes(
-            self._image_freq(image_freq, ann_file), lambda_threshold)
+        stats = load_class_statistics(class_statistics, self.num_classes,
+                                      'EQLoss')
+        tail = eql_tail_classes(stats.image_freq, lambda_threshold)
         # derived from the dataset, so not part of checkpoints
         self.register_buffer(
             'tail_classes', torch.from_numpy(tail), persistent=False)
@@ -129,19 +130,6 @@ class EQLoss(CustomClassifierMixin, nn.Module):
             f'C={self.num_classes} classes, no background logit',
             hint='build the classifier through the loss (BBoxHead uses '
             'loss_cls.get_cls_channels)')
-
-    def _image_freq(self, image_freq: Optional[Sequence[float]],
-                    ann_file: Optional[str]) -> np.ndarray:
-        if image_freq is not None and ann_file is not None:
-            raise ValueError('EQLoss: give image_freq or ann_file, not both')
-        if image_freq is None:
-            return resolve_class_statistics(
-                self.num_classes, ann_file, owner='EQLoss').image_freq
-        freq = np.asarray(image_freq, dtype=np.float64)
-        if freq.shape != (self.num_classes, ):
-            raise ValueError(f'EQLoss: image_freq has {freq.size} entries, '
-                             f'expected num_classes={self.num_classes}')
-        return freq
 
     def cls_channels(self) -> int:
         """C outputs: one sigmoid logit per class, no background logit."""

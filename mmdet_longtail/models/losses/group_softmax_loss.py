@@ -45,8 +45,8 @@ from torch import Tensor
 
 from mmdet.models.losses import accuracy
 from mmdet.registry import MODELS
-from mmdet_longtail.datasets.class_stats import (ClassStatistics,
-                                                 resolve_class_statistics)
+from mmdet_longtail.datasets.class_stats import (StatisticsSource,
+                                                 load_class_statistics)
 from .utils import (ClassifierInputs, CustomClassifierMixin, check_reduction,
                     upcast_half)
 
@@ -302,10 +302,11 @@ class GroupSoftmaxLoss(CustomClassifierMixin, nn.Module):
     Args:
         num_classes (int): number of foreground classes C (1203 for LVIS v1,
             1230 for v0.5).
-        instance_count (Sequence[int], optional): training instances per
-            class. Give this or ``ann_file``.
-        ann_file (str, optional): LVIS train annotation file; instance counts
-            are read with :func:`get_class_statistics`.
+        class_statistics (str | ClassStatistics | dict): the train set's
+            statistics, whose ``instance_count`` defines the groups: the LVIS
+            train annotation file (``LongTailRunner`` passes it from
+            ``train_dataloader.dataset``), or see
+            :func:`~mmdet_longtail.datasets.load_class_statistics`.
         group_bounds (Sequence[int]): class c goes to group
             ``bisect_right(group_bounds, count(c))``. Defaults to
             (10, 100, 1000): 4 groups [1,10) [10,100) [100,1000) [1000,inf).
@@ -326,8 +327,7 @@ class GroupSoftmaxLoss(CustomClassifierMixin, nn.Module):
 
     def __init__(self,
                  num_classes: int,
-                 instance_count: Optional[Sequence[int]] = None,
-                 ann_file: Optional[str] = None,
+                 class_statistics: Optional[StatisticsSource] = None,
                  group_bounds: Sequence[int] = DEFAULT_GROUP_BOUNDS,
                  beta: float = 8.0,
                  loss_weight: float = 1.0,
@@ -340,8 +340,8 @@ class GroupSoftmaxLoss(CustomClassifierMixin, nn.Module):
         self.beta = float(beta)
         self.loss_weight = loss_weight
         self.seed = seed
-        self.stats = self._class_statistics(num_classes, instance_count,
-                                            ann_file)
+        self.stats = load_class_statistics(class_statistics, num_classes,
+                                           'GroupSoftmaxLoss')
         self.layout = GroupLayout(
             group_of_class=assign_groups(self.stats.instance_count,
                                          self.group_bounds,
@@ -373,24 +373,6 @@ class GroupSoftmaxLoss(CustomClassifierMixin, nn.Module):
             f'C={num_classes} + 1 + {len(self.group_widths)} groups',
             hint='was the checkpoint converted with '
             'tools/model_converters/bags_convert.py?')
-
-    @staticmethod
-    def _class_statistics(num_classes: int,
-                          instance_count: Optional[Sequence[int]],
-                          ann_file: Optional[str]) -> ClassStatistics:
-        if instance_count is not None and ann_file is not None:
-            raise ValueError('GroupSoftmaxLoss: give instance_count or '
-                             'ann_file, not both')
-        stats = None
-        if instance_count is not None:
-            counts = np.asarray(instance_count, dtype=np.int64)
-            # only instance counts matter here; image counts are a stand-in
-            stats = ClassStatistics.from_counts(
-                image_count=counts,
-                instance_count=counts,
-                num_images=max(int(counts.max(initial=0)), 1))
-        return resolve_class_statistics(
-            num_classes, ann_file, stats, owner='GroupSoftmaxLoss')
 
     def _warn_empty_groups(self) -> None:
         for k, size in enumerate(self.layout.group_sizes):

@@ -8,7 +8,7 @@ import pickle
 import pytest
 import torch
 
-from conftest import last_checkpoint
+from conftest import build_config_model, last_checkpoint
 
 TINY_EFL = {
     'retinanet':
@@ -46,13 +46,13 @@ def probe_best_scores(config: str, checkpoint: str, data_root: str,
     from mmengine.config import Config
     from mmengine.dataset import pseudo_collate
     from mmengine.runner import load_checkpoint
-    from mmdet.registry import DATASETS, MODELS
+    from mmdet.registry import DATASETS
     from mmdet.utils import register_all_modules
     import mmdet_longtail  # noqa: F401
     register_all_modules()
     monkeypatch.setenv('MMLT_SYNTHETIC_ROOT', data_root)
     cfg = Config.fromfile(config)
-    model = MODELS.build(cfg.model)
+    model = build_config_model(cfg)
     load_checkpoint(model, checkpoint, map_location='cpu')
     model.eval()
     dataset = DATASETS.build(cfg.test_dataloader.dataset)

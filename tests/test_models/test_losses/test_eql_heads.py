@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import build_config_model
 from mmdet_longtail.models.losses.eql_loss import EQLoss
 from mmdet_longtail.models.losses.eqlv2_loss import EQLv2
 
@@ -35,11 +36,10 @@ def build_model(synthetic_root, monkeypatch):
 
     def build(config: str):
         from mmengine.config import Config
-        from mmdet.registry import MODELS
         from mmdet.utils import register_all_modules
         register_all_modules()
         torch.manual_seed(0)
-        return MODELS.build(Config.fromfile(config).model)
+        return build_config_model(Config.fromfile(config))
 
     return build
 
@@ -126,7 +126,8 @@ def test_heads_score_with_the_loss_activation():
             type='EQLoss',
             num_classes=3,
             lambda_threshold=1e-3,
-            image_freq=[0.5, 1e-4, 0.1]))
+            class_statistics=dict(
+                image_count=[5000, 1, 1000], num_images=10000)))
     assert eql.fc_cls.out_features == 3
     logits = 3 * torch.randn(5, 3, generator=gen)
     scores = raw_head_scores(eql, logits)

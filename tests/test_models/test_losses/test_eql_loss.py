@@ -22,6 +22,14 @@ BCE_ZERO = math.log(2)  # BCE(0, y) = 0.6931472
 # 3 classes; image frequencies f = [0.5, 0.001, 0.0005] and lambda = 1.1e-3
 # make classes 1 and 2 tail classes: T = [0, 1, 1]
 FREQ = [0.5, 0.001, 0.0005]
+
+
+def freq_stats(freq, num_images: int = 10000) -> dict:
+    """class_statistics whose image frequencies are ``freq``."""
+    return dict(image_count=[round(f * num_images) for f in freq],
+                num_images=num_images)
+
+
 LAMBDA = 1.1e-3
 # RoI 0: class 0 (head), RoI 1: class 1 (tail), RoI 2: background (label 3)
 LOGITS = [[A, A, -A], [0., A, A], [-A, 0., A]]
@@ -47,7 +55,7 @@ HAND_GRAD = [[-0.25 / 3, 0, 0], [0.5 / 3, -0.25 / 3, 0],
 
 
 def make_eql(**kwargs) -> EQLoss:
-    return EQLoss(3, LAMBDA, image_freq=FREQ, **kwargs)
+    return EQLoss(3, LAMBDA, class_statistics=freq_stats(FREQ), **kwargs)
 
 
 def dense_eql(logits: torch.Tensor, labels: torch.Tensor,
@@ -123,7 +131,7 @@ def test_lambda_zero_is_plain_sigmoid_cross_entropy():
     labels = torch.randint(0, 7, (20, ))
     plain = F.binary_cross_entropy_with_logits(
         logits, F.one_hot(labels, 7)[:, :6].float(), reduction='sum') / 20
-    eql = EQLoss(6, 0.0, image_freq=[0.1] * 6)
+    eql = EQLoss(6, 0.0, class_statistics=freq_stats([0.1] * 6))
     assert eql.tail_classes.sum() == 0
     torch.testing.assert_close(eql(logits, labels), plain)
 
@@ -138,7 +146,8 @@ def test_lvis_scale_equals_dense_formula(scale):
     num_classes = 1203
     freq = torch.full((num_classes, ), 0.01)
     freq[torch.randperm(num_classes, generator=gen)[:815]] = 1e-4
-    eql = EQLoss(num_classes, 1.1e-3, image_freq=freq.tolist())
+    eql = EQLoss(num_classes, 1.1e-3,
+                 class_statistics=freq_stats(freq.tolist()))
     assert int(eql.tail_classes.sum()) == 815
     labels = torch.full((1024, ), num_classes)
     labels[:256] = torch.randint(0, num_classes, (256, ), generator=gen)
@@ -168,7 +177,7 @@ def test_tail_classes_from_the_annotation_file(synthetic_root):
     ann_file = synthetic_root + 'annotations/lvis_v1_train.json'
     stats = get_class_statistics(ann_file)
     lam = float(np.median(stats.image_freq))
-    eql = EQLoss(30, lam, ann_file=ann_file)
+    eql = EQLoss(30, lam, class_statistics=ann_file)
     expected = stats.image_count / stats.num_images < lam
     assert eql.tail_classes.numpy().tolist() == expected.tolist()
     assert 0 < expected.sum() < 30
@@ -199,7 +208,7 @@ def test_lvis_v05_lambda_at_the_common_frequent_boundary(tmp_path):
         annotations=annotations,
         categories=[dict(id=c + 1, name=f'c{c}') for c in range(5)])))
     assert get_class_statistics(str(path)).num_images == 56740
-    eql = EQLoss(5, 1.76e-3, ann_file=str(path))
+    eql = EQLoss(5, 1.76e-3, class_statistics=str(path))
     assert eql.tail_classes.tolist() == [False, True, True, True, False]
 
 
@@ -253,22 +262,22 @@ def test_shape_and_config_errors(synthetic_root):
             reduction_override='avg')
     with pytest.raises(ValueError, match='num_classes=3 but the head has 4'):
         eql.get_cls_channels(4)
-    with pytest.raises(ValueError, match='needs class statistics'):
+    with pytest.raises(ValueError, match='EQLoss needs class_statistics'):
         EQLoss(3, LAMBDA)
-    with pytest.raises(ValueError, match='not both'):
-        EQLoss(30, LAMBDA, image_freq=[0.1] * 30,
-               ann_file=synthetic_root + 'annotations/lvis_v1_train.json')
-    with pytest.raises(ValueError, match='image_freq has 2 entries'):
-        EQLoss(3, LAMBDA, image_freq=[0.1, 0.2])
+    with pytest.raises(ValueError, match='does not match the 2 categories'):
+        EQLoss(3, LAMBDA, class_statistics=freq_stats([0.1, 0.2]))
     with pytest.raises(ValueError, match=r'in \[0, 1\]'):
-        EQLoss(3, LAMBDA, image_freq=[0.1, 2.0, 0.1])
+        EQLoss(3, LAMBDA, class_statistics=freq_stats([0.1, 2.0, 0.1]))
     with pytest.raises(ValueError, match='lambda_threshold'):
-        EQLoss(3, -1.0, image_freq=FREQ)
+        EQLoss(3, -1.0, class_statistics=freq_stats(FREQ))
     with pytest.raises(ValueError, match='does not match the 30 categories'):
         EQLoss(3, LAMBDA,
-               ann_file=synthetic_root + 'annotations/lvis_v1_train.json')
+               class_statistics=synthetic_root +
+               'annotations/lvis_v1_train.json')
     with pytest.raises(FileNotFoundError, match='missing.json'):
-        EQLoss(3, LAMBDA, ann_file='/nonexistent/missing.json')
+        EQLoss(3, LAMBDA, class_statistics='/nonexistent/missing.json')
+    with pytest.raises(TypeError, match='got list'):
+        EQLoss(3, LAMBDA, class_statistics=[1, 2, 3])
 
 
 def test_functional_form_matches_module():

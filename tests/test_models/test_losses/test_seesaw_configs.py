@@ -6,6 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import build_config_model
+
 FRAMEWORKS = ('faster-rcnn', 'mask-rcnn', 'cascade-mask-rcnn',
               'htc-without-semantic')
 NUM_CLASSES = 30
@@ -21,11 +23,10 @@ def build_model(synthetic_root, monkeypatch):
     monkeypatch.setenv('MMLT_SYNTHETIC_ROOT', synthetic_root)
 
     def build(config: str):
-        from mmdet.registry import MODELS
         from mmdet.utils import register_all_modules
         register_all_modules()
         torch.manual_seed(0)
-        return MODELS.build(load(config).model)
+        return build_config_model(load(config))
 
     return build
 
