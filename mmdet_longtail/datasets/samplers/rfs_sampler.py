@@ -116,24 +116,26 @@ class RFSSampler(Sampler):
     shuffle) is a pure function of ``(seed, e)``, identical on every rank.
     It is padded by wrapping around to a multiple of the world size and rank
     ``k`` takes entries ``k, k + world_size, ...`` (as mmengine's
-    ``DefaultSampler``). :meth:`set_epoch` is the only state change; mmengine
-    calls it (``DistSamplerSeedHook`` before each epoch of an epoch-based
-    loop, the restarting iterator of an iteration-based loop), so a run
-    resumed at epoch ``k`` lists what an uninterrupted run lists, provided
-    it uses the same seed (a fixed ``randomness.seed`` or ``seed``; mmengine
-    gives the sampler the run's seed when it is built, as to
-    ``DefaultSampler``).
+    ``DefaultSampler``). :meth:`set_epoch` is the only state change, and
+    mmengine calls it: ``DistSamplerSeedHook`` before each epoch of an
+    ``EpochBasedTrainLoop``, and the iterator of an ``IterBasedTrainLoop``
+    each time it restarts the exhausted dataloader (epochs 1, 2, ...). A run
+    resumed at epoch ``k`` therefore lists what an uninterrupted run lists
+    (an iteration-based run replays its batches through the same calls),
+    provided it has the same seed: a fixed ``randomness.seed`` or ``seed``,
+    since mmengine gives the sampler the run's seed when it builds it, as it
+    does for ``DefaultSampler``.
 
     Length: ``len(sampler)`` is the current epoch's number of samples per
-    rank, ``ceil(len(list) / world_size)``, the same on every rank, and it
-    changes with :meth:`set_epoch` under stochastic rounding.
-    ``AspectRatioBatchSampler`` and the logger read it each epoch. mmengine's
-    ``EpochBasedTrainLoop`` computes ``max_iters`` once, from epoch 0's
-    length (used for the ETA), and schedulers with
-    ``convert_to_iter_based=True`` convert epochs to iterations with it;
-    later epochs differ from it by about ``sqrt(N) / 2`` images out of
-    ``sum r(I)``. Every epoch still iterates its whole list; nothing writes
-    into the loop. ``'ceil'`` has the same length every epoch.
+    rank, ``ceil(len(list) / world_size)``, the same on every rank; under
+    stochastic rounding it changes with :meth:`set_epoch`, and
+    ``AspectRatioBatchSampler`` and the logger read it anew each epoch.
+    Every epoch iterates its whole list and nothing writes into mmengine's
+    loop: ``EpochBasedTrainLoop`` computes ``max_iters`` (the ETA) once,
+    from epoch 0's length, and so do schedulers with
+    ``convert_to_iter_based=True``. The length of a later epoch has a
+    standard deviation below ``sqrt(N) / 2`` around ``sum r(I)`` (N images),
+    small against the length. ``'ceil'`` has the same length every epoch.
 
     Args:
         dataset (Dataset): mmdet dataset with ``metainfo['classes']`` and

@@ -11,6 +11,6 @@ class RFSEpochHook(Hook):
 
     def __init__(self, *args, **kwargs) -> None:
         raise TypeError(
-            'RFSEpochHook was removed: RFS is now the train_dataloader.sampler '
-            "dict(type='RFSSampler', ...), whose epoch mmengine's "
-            'DistSamplerSeedHook sets; remove RFSEpochHook from custom_hooks')
+            'RFSEpochHook was removed: remove it from custom_hooks. RFS is '
+            "now train_dataloader.sampler=dict(type='RFSSampler', ...), "
+            "whose epoch mmengine's DistSamplerSeedHook sets")
