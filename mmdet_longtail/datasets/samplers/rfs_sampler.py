@@ -196,7 +196,7 @@ class RFSSampler(Sampler):
         return indices
 
     def expected_length(self) -> float:
-        """Mean epoch length over all ranks, before padding."""
+        """Expected length of an epoch's list (all ranks, unpadded)."""
         if self.rounding == 'ceil':
             return float(np.ceil(self.repeat_factors).sum())
         return float(self.repeat_factors.sum())
