@@ -1,25 +1,26 @@
-"""Repeat factors at LVIS v1 scale: RFSDataset's vectorised statistics
+"""Repeat factors at LVIS v1 scale: RFSSampler's vectorised statistics
 against mmengine's ``ClassBalancedDataset``, measured in the same run.
 
 The script generates an LVIS-v1-shaped detection dataset in memory (by
 default 100,000 images, 1,270,000 instances, 1,203 classes with a Zipf-like
 long tail; every instance carries a box, a label, an ignore flag and a
-polygon, like the data infos of mmdet's LVIS datasets) and computes the
+polygon, like the data infos of mmdet's LVIS datasets; every image has an
+instance, as the train set after ``filter_empty_gt``) and computes the
 repeat factors with t = 1e-3 on that same dataset object three ways:
 
 * ``ClassBalancedDataset``: building the wrapper around the initialised,
   serialised dataset (mmengine's default): its repeat factors and its
   repeat-index list. This is the baseline.
-* ``RFSDataset``: what ``RFSDataset(dataset=<config>)`` does between the
-  dataset's own loading and serialisation, which both wrappers pay: read the
-  labels from the data list (``class_stats.dataset_instance_labels``), then
+* RFS statistics: read the labels from the in-memory data list
+  (``class_stats.dataset_instance_labels``), then ``ClassStatistics``,
   r(c), r(I), ``ceil`` counts and the index list, all vectorised.
-* ``RFSDataset`` around the already serialised dataset (labels read once
-  per image through ``get_data_info``), for reference.
+* ``RFSSampler`` on the serialised dataset, as mmengine's runner builds it
+  (labels read once per image through ``get_data_info``).
 
 It checks that the factors and index lists of ``'ceil'`` mode are identical
 to ``ClassBalancedDataset``'s. Each timing is the best of ``--repeat`` runs.
-The last line is the summary, e.g. ``speedup vs ClassBalancedDataset: 23.4x``.
+The last line is the summary, e.g. ``speedup vs ClassBalancedDataset: 2.5x
+(RFSSampler as the runner builds it)``.
 
 Example:
     python benchmarks/bench_rfs.py
@@ -33,10 +34,10 @@ import numpy as np
 from mmengine.dataset import ClassBalancedDataset
 
 from mmdet.datasets.base_det_dataset import BaseDetDataset
-from mmdet_longtail.datasets.class_stats import dataset_instance_labels
-from mmdet_longtail.datasets.rfs_dataset import (RFSDataset,
-                                                 draw_repeat_counts,
-                                                 image_repeat_factors)
+from mmdet_longtail.datasets.class_stats import (ClassStatistics,
+                                                dataset_instance_labels)
+from mmdet_longtail.datasets.samplers.rfs_sampler import (
+    RFSSampler, image_repeat_factors)
 
 
 def parse_args() -> argparse.Namespace:
@@ -59,7 +60,8 @@ def parse_args() -> argparse.Namespace:
 class LVISShapedDataset(BaseDetDataset):
     """In-memory stand-in for LVIS v1 train: the label of every instance is
     drawn from a Zipf-like class distribution, images get a Poisson-like
-    number of instances (some none, like the few unannotated LVIS images)."""
+    number of instances, at least one (the train set after
+    ``filter_empty_gt``)."""
 
     def __init__(self, num_images: int, num_instances: int, num_classes: int,
                  polygon_coords: int, seed: int, **kwargs) -> None:
@@ -79,7 +81,11 @@ class LVISShapedDataset(BaseDetDataset):
         labels = rng.choice(
             num_classes, size=num_instances,
             p=weights / weights.sum()).tolist()
-        image_of = np.sort(rng.integers(0, num_images, size=num_instances))
+        image_of = np.sort(
+            np.concatenate([
+                np.arange(num_images),
+                rng.integers(0, num_images, size=num_instances - num_images)
+            ]))
         starts = np.searchsorted(image_of, np.arange(num_images + 1)).tolist()
         # each instance gets its own polygon list (as parsed from the JSON),
         # so pickling does not collapse them; the float objects are shared
@@ -116,10 +122,12 @@ def best_time(fn: Callable, repeat: int) -> Tuple[float, object]:
 
 
 def rfs_statistics(dataset, threshold: float):
-    """RFSDataset's work once the data list is loaded ('ceil' mode)."""
+    """RFS statistics once the data list is loaded ('ceil' rounding)."""
     labels = dataset_instance_labels(dataset)
-    factors = image_repeat_factors(labels, threshold)
-    counts = draw_repeat_counts(factors, 'ceil')
+    stats = ClassStatistics.from_instance_labels(labels,
+                                                 dataset.metainfo['classes'])
+    factors = image_repeat_factors(labels, stats.image_freq, threshold)
+    counts = np.ceil(factors).astype(np.int64)
     indices = np.repeat(np.arange(len(factors)), counts)
     return factors, indices
 
@@ -160,22 +168,26 @@ def main() -> None:
         raise AssertionError('ceil index list differs from '
                              'ClassBalancedDataset')
 
-    serialized_time, wrapper = best_time(
-        lambda: RFSDataset(dataset, args.threshold, mode='ceil'), 1)
-    if not np.array_equal(wrapper.repeat_factors, cbd_factors):
-        raise AssertionError('RFSDataset on the serialised dataset differs')
+    serialized_time, sampler = best_time(
+        lambda: RFSSampler(
+            dataset, args.threshold, rounding='ceil', seed=0, shuffle=False),
+        1)
+    if not np.array_equal(sampler.repeat_factors, cbd_factors) or \
+            sampler.epoch_indices().tolist() != cbd.repeat_indices:
+        raise AssertionError('RFSSampler on the serialised dataset differs')
 
     repeated = int(np.count_nonzero(factors > 1))
     print(f'threshold {args.threshold:g}: {repeated} of {len(factors)} '
           f'images have r(I) > 1, ceil epoch length {len(indices)}; '
           f'factors and index list identical to ClassBalancedDataset')
     print(f'ClassBalancedDataset (serialised dataset): {cbd_time:.3f} s')
-    print(f'RFSDataset statistics (labels read before serialisation): '
+    print(f'RFS statistics (labels read from the data list): '
           f'{rfs_time:.3f} s')
-    print(f'RFSDataset around the serialised dataset (one get_data_info per '
-          f'image): {serialized_time:.3f} s '
-          f'({cbd_time / serialized_time:.1f}x)')
-    print(f'speedup vs ClassBalancedDataset: {cbd_time / rfs_time:.1f}x')
+    print(f'RFSSampler on the serialised dataset (one get_data_info per '
+          f'image): {serialized_time:.3f} s')
+    print(f'speedup vs ClassBalancedDataset: '
+          f'{cbd_time / serialized_time:.1f}x (RFSSampler as the runner '
+          f'builds it)')
 
 
 if __name__ == '__main__':

@@ -9,6 +9,4 @@ custom_hooks = [
     dict(type='LongTailNumClassCheckHook'),
     # checkpoints carry the RNG states, so --resume continues exactly
     dict(type='RNGStateHook'),
-    # redraws stochastic RFS lists each epoch; does nothing without RFS
-    dict(type='RFSEpochHook'),
 ]

@@ -33,14 +33,12 @@ test_pipeline = [
                    'scale_factor'))
 ]
 train_dataloader = dict(
-    dataset=dict(
+    dataset=dict(pipeline=train_pipeline),
+    sampler=dict(
         _delete_=True,
-        type='RFSDataset',
+        type='RFSSampler',
         threshold=1e-3,
-        mode='ceil',  # EFL's code rounds repeat factors up
-        dataset={
-            **_base_.train_dataloader.dataset, 'pipeline': train_pipeline
-        }))
+        rounding='ceil'))  # EFL's code rounds repeat factors up
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 val_evaluator = dict(metric='bbox')

@@ -6,8 +6,4 @@
 _base_ = '../lvis/mask-rcnn_r18-tiny_fpn_12e_synthetic-lvis.py'
 
 train_dataloader = dict(
-    dataset=dict(
-        _delete_=True,
-        type='RFSDataset',
-        threshold=0.08,
-        dataset=_base_.train_dataloader.dataset))
+    sampler=dict(_delete_=True, type='RFSSampler', threshold=0.08))

@@ -1,11 +1,7 @@
 # Mask R-CNN R-50-FPN on LVIS v0.5 with repeat factor sampling, t = 1e-3 (LVIS paper,
 # App. B.2): r(I) = max(1, max_c sqrt(t / f(c))), stochastic rounding
-# redrawn every epoch by RFSEpochHook (default runtime).
+# redrawn every epoch (RFSSampler, seeded by (seed, epoch)).
 _base_ = '../lvis/mask-rcnn_r50_fpn_ms-2x_lvis-v0.5.py'
 
 train_dataloader = dict(
-    dataset=dict(
-        _delete_=True,
-        type='RFSDataset',
-        threshold=1e-3,
-        dataset=_base_.train_dataloader.dataset))
+    sampler=dict(_delete_=True, type='RFSSampler', threshold=1e-3))

@@ -4,9 +4,5 @@
 _base_ = './mask-rcnn_r50_fpn_seesaw_ms-2x_lvis-v1.py'
 
 train_dataloader = dict(
-    dataset=dict(
-        _delete_=True,
-        type='RFSDataset',
-        threshold=1e-3,
-        mode='ceil',
-        dataset=_base_.train_dataloader.dataset))
+    sampler=dict(
+        _delete_=True, type='RFSSampler', threshold=1e-3, rounding='ceil'))

@@ -142,11 +142,14 @@ def test_config_builds_and_runs(path, stand_in_ann_files, monkeypatch):
     assert cfg.get('default_scope') == 'mmdet'
     assert 'mmdet_longtail' in cfg.custom_imports['imports']
     assert 'train_dataloader' in cfg and 'test_evaluator' in cfg
-    if ('RFSDataset' in
-            [v for _, v in find_values(cfg.train_dataloader, 'type')]):
-        # stochastic RFS lists are redrawn each epoch only by this hook
-        hooks = [h['type'] for h in cfg.get('custom_hooks', [])]
-        assert 'RFSEpochHook' in hooks, f'{path}: RFS without RFSEpochHook'
+    types = [v for _, v in find_values(cfg.train_dataloader, 'type')]
+    assert 'RFSDataset' not in types, f'{path}: RFSDataset was replaced'
+    sampler = cfg.train_dataloader.get('sampler') or {}
+    if sampler.get('type') == 'RFSSampler':
+        # RFS keeps mmdet's batching; only the sampler changes
+        assert cfg.train_dataloader.batch_sampler.type == \
+            'AspectRatioBatchSampler', path
+        assert sampler.get('shuffle', True), path
     for sub, value in find_values(cfg.model, 'num_classes'):
         assert value == num_classes, f'{path}: model.{sub}={value}'
     # statistics come only from the train set, never from the model config

@@ -15,7 +15,7 @@ from torch.utils.data import Sampler
 
 from mmdet.registry import DATA_SAMPLERS
 from ..class_stats import dataset_instance_labels, describe_dataset
-from ..rfs_dataset import epoch_random_generator
+from .epoch_rng import epoch_random_generator
 
 
 def _group_starts(counts: np.ndarray) -> np.ndarray:

@@ -8,7 +8,7 @@ from mmdet.registry import HOOKS
 
 
 def _unwrap_dataset(dataset):
-    """The innermost dataset of wrappers such as RFSDataset."""
+    """The innermost dataset of wrappers such as ClassBalancedDataset."""
     while hasattr(dataset, 'dataset'):
         dataset = dataset.dataset
     return dataset

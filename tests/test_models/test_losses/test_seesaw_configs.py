@@ -103,11 +103,11 @@ def test_published_2x_settings():
 
     rfs = load(
         'configs/seesaw/mask-rcnn_r50_fpn_seesaw_rfs-1e-3_ms-2x_lvis-v1.py')
-    assert rfs.train_dataloader.dataset.type == 'RFSDataset'
-    assert rfs.train_dataloader.dataset.threshold == 1e-3
-    assert rfs.train_dataloader.dataset.mode == 'ceil'  # as mmdet's runs
-    assert rfs.train_dataloader.dataset.dataset == \
-        random.train_dataloader.dataset
+    assert rfs.train_dataloader.sampler == dict(
+        type='RFSSampler', threshold=1e-3, rounding='ceil')  # as mmdet's
+    assert rfs.train_dataloader.dataset == random.train_dataloader.dataset
+    assert rfs.train_dataloader.batch_sampler == \
+        random.train_dataloader.batch_sampler
     assert rfs.train_cfg.max_epochs == 24
 
     normed = load('configs/seesaw/mask-rcnn_r50_fpn_seesaw-normed-mask_'
