@@ -120,7 +120,7 @@ class ClassifierLayout:
                            (num_classes, num_classes + 1)),
                    extra_rows=((num_classes, 'objectness: foreground'), ))
 
-    # -- derived quantities ----------------------------------------------------
+    # -- derived quantities --------------------------------------------------
 
     @property
     def num_classes(self) -> int:

@@ -129,8 +129,8 @@ def tau_normalize_state_dict(state_dict: dict, tau: float,
         state_dict (dict): the parameters.
         tau (float): exponent of the norm.
         layouts (dict[str, ClassifierLayout]): the layout of each weight to
-            normalise, by key (see
-            :func:`mmdet_longtail.models.checkpoint_classifiers.classifier_layouts`).
+            normalise, by key (see ``classifier_layouts`` in
+            ``mmdet_longtail.models.checkpoint_classifiers``).
 
     Returns:
         list[str]: the keys that were normalised.
