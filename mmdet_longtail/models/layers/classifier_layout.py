@@ -20,7 +20,8 @@ so tools never infer the layout from a row count.
   ``(N, H, W, A * R)`` and reshapes it to ``(-1, R)``).
 """
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from functools import partial
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -183,14 +184,26 @@ def check_predictor(predictor: object, layout: ClassifierLayout) -> None:
             f'exclude_background=False / scale_background=True')
 
 
-def describes_classifier(module: object) -> bool:
-    """Whether :func:`classifier_layout` can answer for ``module``."""
+def _layout_getter(module: object
+                   ) -> Optional[Callable[[], ClassifierLayout]]:
+    """The function that gives ``module``'s layout, None if it has none."""
     from mmdet.models.losses import SeesawLoss
     from mmdet.models.roi_heads.bbox_heads import BBoxHead
-    return callable(getattr(module, 'classifier_layout', None)) or \
-        isinstance(module, (BBoxHead, SeesawLoss)) or \
-        (hasattr(module, 'num_base_priors')
-         and hasattr(module, 'cls_out_channels'))
+    if callable(getattr(module, 'classifier_layout', None)):
+        return module.classifier_layout
+    if isinstance(module, BBoxHead):
+        return partial(_bbox_head_layout, module)
+    if hasattr(module, 'num_base_priors') and \
+            hasattr(module, 'cls_out_channels'):
+        return partial(_dense_head_layout, module)
+    if isinstance(module, SeesawLoss):
+        return partial(ClassifierLayout.seesaw, module.num_classes)
+    return None
+
+
+def describes_classifier(module: object) -> bool:
+    """Whether :func:`classifier_layout` can answer for ``module``."""
+    return _layout_getter(module) is not None
 
 
 def classifier_layout(module: object) -> ClassifierLayout:
@@ -208,20 +221,12 @@ def classifier_layout(module: object) -> ClassifierLayout:
         TypeError: ``module`` does not describe a classifier.
         ValueError: the layout disagrees with the classifier that was built.
     """
-    from mmdet.models.losses import SeesawLoss
-    from mmdet.models.roi_heads.bbox_heads import BBoxHead
-    if callable(getattr(module, 'classifier_layout', None)):
-        return module.classifier_layout()
-    if isinstance(module, BBoxHead):
-        return _bbox_head_layout(module)
-    if hasattr(module, 'num_base_priors') and \
-            hasattr(module, 'cls_out_channels'):
-        return _dense_head_layout(module)
-    if isinstance(module, SeesawLoss):
-        return ClassifierLayout.seesaw(module.num_classes)
-    raise TypeError(f'{type(module).__name__} does not describe a '
-                    f'classifier layout: pass a box head, a dense head or a '
-                    f'classification loss with classifier_layout()')
+    getter = _layout_getter(module)
+    if getter is None:
+        raise TypeError(f'{type(module).__name__} does not describe a '
+                        f'classifier layout: pass a box head, a dense head '
+                        f'or a classification loss with classifier_layout()')
+    return getter()
 
 
 def _bbox_head_layout(head) -> ClassifierLayout:

@@ -51,7 +51,8 @@ class CustomClassifierMixin:
 
     def classifier_layout(self) -> ClassifierLayout:
         """What each of the :meth:`cls_channels` outputs is."""
-        raise NotImplementedError
+        raise NotImplementedError(
+            f'{type(self).__name__} does not describe its classifier layout')
 
     def get_activation(self, cls_score: Tensor) -> Tensor:
         """Scores (N, C + 1), background last, from the logits."""
