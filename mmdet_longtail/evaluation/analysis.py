@@ -10,9 +10,9 @@
   of its categories with a defined AP, so for the frequency groups it equals
   lvis-api's APr / APc / APf (each category contributes the same number of
   precision entries);
-* :func:`classifier_class_rows`: which row of a classifier weight belongs to
-  which class, for the head layouts of the package (softmax / EQLv2 / TDE
-  C + 1, sigmoid EQL C, Seesaw C + 2, BAGS C + 1 + groups).
+* the plots of the tools, :func:`plot_weight_norms` among them (which row
+  of a classifier holds which class is the head's answer,
+  :func:`mmdet_longtail.models.layers.classifier_layout`).
 """
 import csv
 import math
@@ -171,68 +171,6 @@ def read_per_class_csv(path: str,
                         for t in iou_types
                     }))
     return rows
-
-
-# classifier layouts: name -> number of rows for C classes and G bounds
-CLASSIFIER_LAYOUTS = ('sigmoid', 'softmax', 'seesaw', 'bags')
-
-
-def classifier_class_rows(num_rows: int,
-                          num_classes: int,
-                          layout: str = 'auto',
-                          instance_count: Optional[Sequence[int]] = None,
-                          group_bounds: Sequence[int] = INSTANCE_BIN_BOUNDS
-                          ) -> Tuple[np.ndarray, str]:
-    """Row of a classifier weight (``fc_cls.weight``) holding each class.
-
-    Layouts, C classes (``'auto'`` picks by the number of rows):
-
-    * ``'sigmoid'`` (EQL): C rows, class c -> row c;
-    * ``'softmax'`` (cross-entropy, EQLv2, TDE, normed): C + 1 rows,
-      background last;
-    * ``'seesaw'``: C + 2 rows, two objectness rows last;
-    * ``'bags'``: C + 1 + G + 1 rows for G = len(group_bounds) + 1
-      foreground groups, ``[G_1 | ... | G_G | G_bg]``, each foreground group
-      ``[others, its classes ascending]``; the groups come from the training
-      instance counts, as in ``GroupSoftmaxLoss``.
-
-    Returns:
-        (C,) row indices and the layout used.
-    """
-    from mmdet_longtail.models.losses.group_softmax_loss import (
-        GroupLayout, assign_groups)
-    num_groups = len(group_bounds) + 1
-    by_rows = {
-        num_classes: 'sigmoid',
-        num_classes + 1: 'softmax',
-        num_classes + 2: 'seesaw',
-        num_classes + num_groups + 2: 'bags',
-    }
-    if layout == 'auto':
-        if num_rows not in by_rows:
-            raise ValueError(
-                f'the classifier has {num_rows} rows; with {num_classes} '
-                f'classes expected {num_classes} (sigmoid), '
-                f'{num_classes + 1} (softmax / EQLv2 / TDE), '
-                f'{num_classes + 2} (Seesaw) or '
-                f'{num_classes + num_groups + 2} (BAGS, {num_groups} '
-                f'groups). Wrong --train-ann, or pass --layout / '
-                f'--group-bounds')
-        layout = by_rows[num_rows]
-    if layout not in CLASSIFIER_LAYOUTS:
-        raise ValueError(f'unknown classifier layout {layout!r}; choose from '
-                         f'{CLASSIFIER_LAYOUTS} or auto')
-    expected = {v: k for k, v in by_rows.items()}[layout]
-    if num_rows != expected:
-        raise ValueError(f'a {layout} classifier for {num_classes} classes '
-                         f'has {expected} rows, this one has {num_rows}')
-    if layout != 'bags':
-        return np.arange(num_classes), layout
-    if instance_count is None:
-        raise ValueError('the BAGS layout needs the training instance counts')
-    groups = assign_groups(instance_count, group_bounds)
-    columns = GroupLayout(groups, num_groups).class_columns
-    return np.asarray(columns), layout
 
 
 def evaluate_with_progress(lvis_gt, results: list, iou_type: str,

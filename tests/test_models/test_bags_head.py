@@ -14,6 +14,7 @@ from conftest import REPO_ROOT
 from mmdet.registry import MODELS
 from mmdet_longtail.engine.hooks.freeze_except_hook import (FreezeExceptHook,
                                                             freeze_except)
+from mmdet_longtail.models.layers import ClassifierLayout, classifier_layout
 
 sys.path.insert(0, osp.join(REPO_ROOT, 'tools', 'model_converters'))
 import bags_convert  # noqa: E402
@@ -154,30 +155,71 @@ def test_freeze_pattern_typo_is_an_error():
         FreezeExceptHook(trainable='fc_cls')
 
 
+SOFTMAX = ClassifierLayout.softmax(5)
+
+
 def test_reshape_moves_rows_to_their_columns():
     weight = torch.arange(12.).view(6, 2)  # rows: c0..c4, background
-    out = bags_convert.reshape_classifier(weight, torch.tensor(COLUMNS), 11)
+    bags = classifier_layout(build_head())
+    key = 'roi_head.bbox_head.fc_cls.weight'
+    out = bags_convert.relayout_classifier(weight, SOFTMAX, bags, key)
     for c, col in enumerate(COLUMNS):
         assert out[col].tolist() == weight[c].tolist()
     assert out[10].tolist() == weight[5].tolist()  # background column
     others = [0, 2, 5, 7, 9]  # "others" of G1..G4 and the foreground column
     assert (out[others] == 0).all()
-    with pytest.raises(ValueError, match='already converted'):
-        bags_convert.reshape_classifier(out, torch.tensor(COLUMNS), 11)
+    # an already converted classifier does not have the baseline's layout
+    with pytest.raises(ValueError, match=r'base.pth: roi_head.bbox_head.'
+                       r'fc_cls.weight has shape \(11, 2\), but the config '
+                       r'describes a classifier of shape \(6, 2\)'):
+        bags_convert.relayout_classifier(out, SOFTMAX, bags, key,
+                                         'base.pth')
 
 
 def test_reshape_every_cascade_stage():
-    head = build_head()
-    layouts = [head.group_layout] * 3
+    bags = classifier_layout(build_head())
     state = {
         f'roi_head.bbox_head.{i}.fc_cls.{p}': torch.randn(6, 8)[:, 0]
         if p == 'bias' else torch.randn(6, 8)
         for i in range(3) for p in ('weight', 'bias')
     }
     state['backbone.conv1.weight'] = torch.randn(2)
-    out, changed = bags_convert.reshape_state_dict(state, layouts)
+    keys = [k for k in state if '.fc_cls.' in k]
+    out, changed = bags_convert.reshape_state_dict(
+        state, dict.fromkeys(keys, SOFTMAX), dict.fromkeys(keys, bags))
     assert len(changed) == 6
     assert out['roi_head.bbox_head.2.fc_cls.weight'].shape == (11, 8)
     assert out['roi_head.bbox_head.2.fc_cls.bias'].shape == (11, )
     assert torch.equal(out['backbone.conv1.weight'],
                        state['backbone.conv1.weight'])
+
+
+def test_reshape_checkpoint_asks_both_configs(synthetic_root, monkeypatch):
+    """The baseline's layout from the config saved in its checkpoint, the
+    BAGS layout from the BAGS config: every stage's rows move to the
+    columns of that stage's head."""
+    from mmengine.config import Config
+
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    monkeypatch.setenv('MMLT_SYNTHETIC_ROOT', synthetic_root)
+    base_cfg = Config.fromfile(
+        'configs/lvis/cascade-mask-rcnn_r18-tiny_fpn_12e_synthetic-lvis.py')
+    state = MODELS.build(base_cfg.model).state_dict()
+    checkpoint = dict(meta=dict(cfg=base_cfg.pretty_text), state_dict=state)
+    bags_cfg = ('configs/bags/cascade-mask-rcnn_r18-tiny_fpn_bags_12e_'
+                'synthetic-lvis.py')
+    out, changed = bags_convert.reshape_checkpoint(checkpoint, bags_cfg,
+                                                   source='base.pth')
+    assert len(changed) == 6  # weight and bias of 3 stages
+    bags = MODELS.build(Config.fromfile(bags_cfg).model)
+    for i in range(3):
+        key = f'roi_head.bbox_head.{i}.fc_cls.weight'
+        layout = classifier_layout(bags.roi_head.bbox_head[i])
+        assert out[key].shape[0] == layout.num_rows == 30 + 6
+        assert torch.equal(out[key][list(layout.class_rows)],
+                           state[key][:30])
+        assert torch.equal(out[key][layout.background_row], state[key][30])
+    with pytest.raises(ValueError, match='does not carry its config'):
+        bags_convert.reshape_checkpoint(dict(state_dict=state), bags_cfg,
+                                        source='bare.pth')

@@ -18,7 +18,7 @@ from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import ClassStatistics
 from mmdet_longtail.models.layers.lws_linear import LWSLinear
 from mmdet_longtail.models.layers.tau_norm_linear import (
-    TauNormLinear, tau_normalize_state_dict, tau_normalize_weight)
+    TauNormLinear, tau_normalize_weight)
 from mmdet_longtail.models.losses.calibrated_ce_loss import (
     CalibratedCrossEntropyLoss, norcal_log_factors, norcal_scores)
 
@@ -250,40 +250,80 @@ def test_tau_zero_and_state_dict_match_nn_linear():
         TauNormLinear(8, 5, tau=-1)
 
 
-def test_tau_norm_converter_equals_test_time_layer(tmp_path):
+TINY_CASCADE = ('configs/lvis/cascade-mask-rcnn_r18-tiny_fpn_12e_'
+                'synthetic-lvis.py')
+TINY_EQL = 'configs/eql/mask-rcnn_r18-tiny_fpn_eql_12e_synthetic-lvis.py'
+
+
+def tiny_checkpoint(config: str) -> dict:
+    """A checkpoint of a freshly built tiny model, with its config saved as
+    mmengine saves it."""
+    from mmengine.config import Config
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    cfg = Config.fromfile(config)
+    return dict(
+        meta=dict(epoch=12, cfg=cfg.pretty_text),
+        state_dict=MODELS.build(cfg.model).state_dict(),
+        optimizer={})
+
+
+def test_tau_norm_converter_equals_test_time_layer():
     """tools/model_converters/tau_norm.py writes weights that give, in a
-    plain Linear, the scores of TauNormLinear on the original weights."""
+    plain Linear, the scores of TauNormLinear on the original weights (a
+    softmax head: every row but the background, read from the config)."""
     torch.manual_seed(4)
-    linear = nn.Linear(8, 5)
-    state = {
-        'roi_head.bbox_head.2.fc_cls.weight': linear.weight.detach().clone(),
-        'roi_head.bbox_head.2.fc_cls.bias': linear.bias.detach().clone(),
-        'roi_head.bbox_head.2.fc_reg.weight': torch.randn(4, 8),
-    }
+    checkpoint = tiny_checkpoint(TINY_CASCADE)
+    state = checkpoint['state_dict']
     converter = load_tool('model_converters/tau_norm.py')
-    out = converter.convert(
-        dict(meta=dict(epoch=12), state_dict=dict(state), optimizer={}),
-        tau=0.8, pattern=converter.CLASSIFIER_WEIGHT_PATTERN,
-        exclude_background=True)
+    out = converter.convert(checkpoint, tau=0.8)
     assert 'optimizer' not in out and out['meta']['epoch'] == 12
     assert out['meta']['tau_norm']['keys'] == [
-        'roi_head.bbox_head.2.fc_cls.weight'
+        f'roi_head.bbox_head.{i}.fc_cls.weight' for i in range(3)
     ]
     sd = out['state_dict']
-    assert torch.equal(sd['roi_head.bbox_head.2.fc_cls.bias'],
-                       state['roi_head.bbox_head.2.fc_cls.bias'])
-    assert torch.equal(sd['roi_head.bbox_head.2.fc_reg.weight'],
-                       state['roi_head.bbox_head.2.fc_reg.weight'])
-    converted = nn.Linear(8, 5)
+    prefix = 'roi_head.bbox_head.2.'
+    for key in ('fc_cls.bias', 'fc_reg.weight'):
+        assert torch.equal(sd[prefix + key], state[prefix + key])
+    weight = state[prefix + 'fc_cls.weight']
+    converted = nn.Linear(weight.shape[1], weight.shape[0])
     converted.load_state_dict(
-        dict(weight=sd['roi_head.bbox_head.2.fc_cls.weight'],
-             bias=sd['roi_head.bbox_head.2.fc_cls.bias']))
-    test_time = TauNormLinear(8, 5, tau=0.8)
-    test_time.load_state_dict(linear.state_dict())
-    x = torch.randn(6, 8)
+        dict(weight=sd[prefix + 'fc_cls.weight'],
+             bias=sd[prefix + 'fc_cls.bias']))
+    test_time = TauNormLinear(weight.shape[1], weight.shape[0], tau=0.8)
+    test_time.load_state_dict(
+        dict(weight=weight, bias=state[prefix + 'fc_cls.bias']))
+    x = torch.randn(6, weight.shape[1])
     torch.testing.assert_close(converted(x), test_time(x))
+
     with pytest.raises(ValueError, match='no key of the checkpoint'):
-        tau_normalize_state_dict({'backbone.w': torch.ones(2, 2)}, 1.0)
+        converter.convert(dict(state_dict={'backbone.w': torch.ones(2)}), 1.0)
+    with pytest.raises(ValueError, match='does not carry its config'):
+        converter.convert(dict(state_dict=dict(state)), 1.0)
+    with pytest.raises(ValueError, match='has a background output'):
+        converter.convert(checkpoint, 1.0, no_background=True)
+    wrong = dict(checkpoint, state_dict=dict(
+        state, **{prefix + 'fc_cls.weight': torch.ones(33, 4)}))
+    with pytest.raises(ValueError, match=r'wrong.pth: roi_head.bbox_head.2.'
+                       r'fc_cls.weight has shape \(33, 4\), but the config '
+                       r'describes a classifier of shape \(31, 4\)'):
+        converter.convert(wrong, 1.0, source='wrong.pth')
+
+
+def test_tau_norm_of_a_sigmoid_head_normalises_every_class_row(
+        run_tool, synthetic_root, tmp_path, monkeypatch):
+    """EQL's classifier has C rows and no background: all are classes."""
+    monkeypatch.setenv('MMLT_SYNTHETIC_ROOT', synthetic_root)
+    checkpoint = tiny_checkpoint(TINY_EQL)
+    path, out = str(tmp_path / 'eql.pth'), str(tmp_path / 'eql_tau1.pth')
+    torch.save(checkpoint, path)
+    # --no-background agrees with the layout of the config
+    run_tool('model_converters/tau_norm.py', path, out, '--tau', '1',
+             '--no-background')
+    key = 'roi_head.bbox_head.fc_cls.weight'
+    weight = torch.load(out, weights_only=False)['state_dict'][key]
+    assert weight.shape[0] == 30
+    torch.testing.assert_close(weight.norm(dim=1), torch.ones(30))
 
 
 def test_reset_classifier_drops_every_stage_classifier():

@@ -1,5 +1,6 @@
 """tools/analysis_tools: per-class AP tables and plots, and the classifier
-weight norm of every head layout.
+weight norm of every head layout (asked from the heads of the checkpoint's
+config).
 
 The tables are checked against the registered metric on the same result
 files (the metric writes them with ``outfile_prefix``); the weight-norm
@@ -17,9 +18,7 @@ import torch
 from conftest import build_config_model
 from mmdet_longtail.datasets import get_class_statistics
 from mmdet_longtail.evaluation import LongTailLVISMetric
-from mmdet_longtail.evaluation.analysis import (bin_labels,
-                                                classifier_class_rows,
-                                                instance_bins)
+from mmdet_longtail.evaluation.analysis import bin_labels, instance_bins
 from mmdet_longtail.evaluation.synthetic_detections import make_detections
 
 
@@ -171,35 +170,62 @@ def save(path, state_dict, cfg_text=None) -> str:
     return str(path)
 
 
-BAGS_CFG = """model = dict(roi_head=dict(bbox_head=[
-    dict(type='BAGSBBoxHead', group_bounds=(3, 8, 20)),
-    dict(type='BAGSBBoxHead', loss_cls=dict(group_bounds=(3, 8, 20)))]))
-"""
+def config_text(config: str) -> str:
+    """The config as mmengine saves it in checkpoints (``meta['cfg']``);
+    needs MMLT_SYNTHETIC_ROOT set (the synthetic train annotation file)."""
+    from mmengine.config import Config
+    return Config.fromfile(config).pretty_text
 
 
-def test_weight_norm_of_every_layout(run_tool, synthetic_root, tmp_path):
+def bags_class_rows(train: str, bounds=(3, 8, 20)) -> np.ndarray:
+    """Rows of the classes in a BAGS classifier with ``bounds``."""
+    from mmdet_longtail.models.losses.group_softmax_loss import (
+        GroupLayout, assign_groups)
+    counts = get_class_statistics(train).instance_count
+    return GroupLayout(assign_groups(counts, bounds),
+                       len(bounds) + 1).class_columns
+
+
+HEAD_CONFIGS = {
+    'softmax': 'configs/lvis/mask-rcnn_r18-tiny_fpn_12e_synthetic-lvis.py',
+    'sigmoid': 'configs/eql/mask-rcnn_r18-tiny_fpn_eql_12e_synthetic-lvis.py',
+    'seesaw':
+    'configs/seesaw/mask-rcnn_r18-tiny_fpn_seesaw_12e_synthetic-lvis.py',
+    # group_bounds=(3, 8, 20)
+    'bags':
+    'configs/bags/cascade-mask-rcnn_r18-tiny_fpn_bags_12e_synthetic-lvis.py',
+    'tde': 'configs/tde/mask-rcnn_r18-tiny_fpn_tde_12e_synthetic-lvis.py',
+}
+
+
+def test_weight_norm_of_every_layout(run_tool, synthetic_root, tmp_path,
+                                     monkeypatch):
+    monkeypatch.setenv('MMLT_SYNTHETIC_ROOT', synthetic_root)
     train = osp.join(synthetic_root, 'annotations', 'lvis_v1_train.json')
     counts = get_class_statistics(train).instance_count
     key = 'roi_head.bbox_head.fc_cls.weight'
-    bags_rows, layout = classifier_class_rows(C + 6, C, 'bags', counts,
-                                              (3, 8, 20))
+    bags_rows = bags_class_rows(train)
     # the groups of (3, 8, 20) put the "others" columns between classes
-    assert layout == 'bags' and sorted(bags_rows) != list(range(C))
+    assert sorted(bags_rows) != list(range(C))
     checkpoints = {
         'softmax': save(tmp_path / 'softmax.pth',
-                        {key: rows_with_norms(C + 1, np.arange(C))}),
+                        {key: rows_with_norms(C + 1, np.arange(C))},
+                        config_text(HEAD_CONFIGS['softmax'])),
         'sigmoid': save(tmp_path / 'sigmoid.pth',
-                        {key: rows_with_norms(C, np.arange(C))}),
+                        {key: rows_with_norms(C, np.arange(C))},
+                        config_text(HEAD_CONFIGS['sigmoid'])),
         'seesaw': save(tmp_path / 'seesaw.pth',
-                       {key: rows_with_norms(C + 2, np.arange(C))}),
+                       {key: rows_with_norms(C + 2, np.arange(C))},
+                       config_text(HEAD_CONFIGS['seesaw'])),
         'bags': save(
             tmp_path / 'bags.pth', {
                 f'roi_head.bbox_head.{s}.fc_cls.weight':
                 rows_with_norms(C + 6, bags_rows)
                 for s in range(2)
-            }, BAGS_CFG),
+            }, config_text(HEAD_CONFIGS['bags'])),
         'tde': save(tmp_path / 'tde.pth',
-                    {key: rows_with_norms(C + 1, np.arange(C))}),
+                    {key: rows_with_norms(C + 1, np.arange(C))},
+                    config_text(HEAD_CONFIGS['tde'])),
     }
     out = str(tmp_path / 'norms')
     proc = run_tool('analysis_tools/classifier_weight_norm.py',
@@ -208,6 +234,7 @@ def test_weight_norm_of_every_layout(run_tool, synthetic_root, tmp_path):
                     *checkpoints)
     assert 'bags:bbox_head.1 (bags, 36 rows)' in proc.stdout
     assert 'seesaw:bbox_head (seesaw, 32 rows)' in proc.stdout
+    assert 'sigmoid:bbox_head (sigmoid, 30 rows)' in proc.stdout
     rows = read_csv(osp.join(out, 'weight_norm.csv'))
     assert len(rows) == C
     names = ['softmax:bbox_head', 'sigmoid:bbox_head', 'seesaw:bbox_head',
@@ -216,11 +243,41 @@ def test_weight_norm_of_every_layout(run_tool, synthetic_root, tmp_path):
         assert int(row['train_instances']) == counts[c]
         for name in names:
             assert float(row[f'norm[{name}]']) == pytest.approx(c + 1,
-                                                                 rel=1e-5)
+                                                                rel=1e-5)
         heads = [float(row[f'norm[tde:bbox_head][head{k}]'])
                  for k in range(2)]
         assert math.hypot(*heads) == pytest.approx(c + 1, rel=1e-5)
     assert_png(osp.join(out, 'weight_norm.png'))
+
+
+def test_weight_norm_with_a_stated_layout(run_tool, synthetic_root,
+                                          tmp_path):
+    """Checkpoints without a config: --layout states the layout, and
+    --group-bounds the BAGS groups."""
+    train = osp.join(synthetic_root, 'annotations', 'lvis_v1_train.json')
+    key = 'roi_head.bbox_head.fc_cls.weight'
+    bags = save(tmp_path / 'bags.pth',
+                {key: rows_with_norms(C + 6, bags_class_rows(train))})
+    out = str(tmp_path / 'stated')
+    proc = run_tool('analysis_tools/classifier_weight_norm.py', bags,
+                    '--train-ann', train, '--out-dir', out, '--layout',
+                    'bags', '--group-bounds', '3', '8', '20')
+    assert 'bags:bbox_head (bags, 36 rows)' in proc.stdout
+    norms = [float(r['norm[bags:bbox_head]'])
+             for r in read_csv(osp.join(out, 'weight_norm.csv'))]
+    np.testing.assert_allclose(norms, np.arange(C) + 1, rtol=1e-5)
+
+    proc = run_tool('analysis_tools/classifier_weight_norm.py', bags,
+                    '--train-ann', train, '--out-dir', out, check=False)
+    assert proc.returncode == 1
+    assert "bags.pth: the checkpoint does not carry its config" in \
+        proc.stdout
+    proc = run_tool('analysis_tools/classifier_weight_norm.py', bags,
+                    '--train-ann', train, '--out-dir', out, '--layout',
+                    'softmax', check=False)
+    assert proc.returncode == 1
+    assert f'{key} has shape (36, {WIDTH}), but the config describes a ' \
+        f'classifier of shape (31, {WIDTH})' in proc.stdout
 
 
 def test_weight_norm_of_a_real_model_and_errors(run_tool, synthetic_root,
@@ -246,14 +303,17 @@ def test_weight_norm_of_a_real_model_and_errors(run_tool, synthetic_root,
     np.testing.assert_allclose(got, expected.numpy(), rtol=1e-6)
 
     wrong = save(tmp_path / 'wrong.pth', {
-        'roi_head.bbox_head.fc_cls.weight': torch.ones(C + 3, WIDTH)})
+        'roi_head.bbox_head.fc_cls.weight': torch.ones(C + 3, WIDTH)},
+        cfg.pretty_text)
     proc = run_tool('analysis_tools/classifier_weight_norm.py', wrong,
                     '--train-ann', train, '--out-dir', out, check=False)
     assert proc.returncode == 1
-    assert 'the classifier has 33 rows; with 30 classes expected' in \
-        proc.stdout
+    assert f'{wrong}: roi_head.bbox_head.fc_cls.weight has shape (33, ' \
+        f'{WIDTH}), but the config describes a classifier of shape (31, ' \
+        f'{WIDTH})' in proc.stdout
     none = save(tmp_path / 'none.pth', {'backbone.conv1.weight':
                                         torch.ones(4, 4)})
     proc = run_tool('analysis_tools/classifier_weight_norm.py', none,
                     '--train-ann', train, '--out-dir', out, check=False)
-    assert proc.returncode == 1 and 'no 2-D weight matches' in proc.stdout
+    assert proc.returncode == 1
+    assert 'no key of the checkpoint matches' in proc.stdout

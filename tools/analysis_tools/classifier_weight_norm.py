@@ -15,10 +15,12 @@ to ``--out-dir``:
 * ``weight_norm.png``: the norms with classes sorted by training instances
   (most first), instance counts in grey on a log axis.
 
-Head layouts (``--layout auto`` picks by the number of rows, C classes):
-sigmoid (EQL) C, softmax / EQLv2 / TDE / normed C + 1, Seesaw C + 2, BAGS
-C + 1 + groups (rows mapped back to classes by the groups of the training
-instance counts, ``--group-bounds``, default 10 100 1000).
+Which row holds which class comes from the head that owns each weight, in
+the model of the checkpoint's config (the one saved in the checkpoint, or
+``--config``); see :class:`ClassifierLayout`. For checkpoints without a
+config, ``--layout`` states the layout instead: sigmoid (C rows), softmax
+(C + 1), seesaw (C + 2) or bags (C + 1 + groups, the groups from the
+training instance counts and ``--group-bounds``, default 10 100 1000).
 
 Example:
     python tools/analysis_tools/classifier_weight_norm.py \\
@@ -32,11 +34,12 @@ import os
 import os.path as osp
 import re
 import sys
-from typing import Dict, List, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 CLASSIFIER_KEY = r'fc_cls\.weight$'
+EXPLICIT_LAYOUTS = ('sigmoid', 'softmax', 'seesaw', 'bags')
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -50,13 +53,17 @@ def parse_args(argv=None) -> argparse.Namespace:
         help=f'regular expression selecting the classifier weights '
         f'(default {CLASSIFIER_KEY!r}, every stage)')
     parser.add_argument(
-        '--layout', default='auto',
-        choices=['auto', 'sigmoid', 'softmax', 'seesaw', 'bags'])
+        '--config', nargs='+',
+        help='the config of each checkpoint, or one for all (default: the '
+        'config saved in each checkpoint)')
+    parser.add_argument(
+        '--layout', default='auto', choices=('auto', ) + EXPLICIT_LAYOUTS,
+        help='auto: ask the heads of the config; otherwise the layout of '
+        'every selected weight (for checkpoints without a config)')
     parser.add_argument(
         '--group-bounds', type=int, nargs='+',
-        help='BAGS group boundaries on the training instance count '
-        '(default: from the config saved in the checkpoint, else 10 100 '
-        '1000)')
+        help='with --layout bags: group boundaries on the training '
+        'instance count (default 10 100 1000)')
     parser.add_argument(
         '--num-heads', type=int, default=1,
         help='also report the norm of each of K equal splits of a row '
@@ -66,65 +73,57 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_checkpoint(path: str) -> Tuple[dict, list]:
-    """The state dict and the box-head configs saved with it (mmengine
-    stores the config text in ``meta['cfg']``; [] if absent)."""
-    import torch
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'checkpoint not found: {path}')
-    # our own training outputs: full pickles (mmengine's HistoryBuffer...)
-    checkpoint = torch.load(path, map_location='cpu', weights_only=False)
-    if not isinstance(checkpoint, dict):
-        raise ValueError(f'{path}: not a checkpoint (a {type(checkpoint)})')
-    state_dict = checkpoint
-    for key in ('state_dict', 'model'):
-        if isinstance(checkpoint.get(key), dict):
-            state_dict = checkpoint[key]
-            break
-    return state_dict, saved_bbox_heads(checkpoint.get('meta', {}))
+def explicit_layout(name: str, stats, group_bounds: Optional[Sequence[int]]):
+    """The layout ``--layout name`` states for the classes of ``stats``."""
+    from mmdet_longtail.models.layers import ClassifierLayout
+    from mmdet_longtail.models.losses.group_softmax_loss import (
+        DEFAULT_GROUP_BOUNDS, GroupLayout, assign_groups)
+    if name == 'bags':
+        bounds = tuple(group_bounds or DEFAULT_GROUP_BOUNDS)
+        groups = assign_groups(stats.instance_count, bounds,
+                               stats.class_names, stats.source)
+        return GroupLayout(groups, len(bounds) + 1).classifier_layout()
+    if group_bounds:
+        raise ValueError('--group-bounds applies to --layout bags only; '
+                         'otherwise the groups come from the config')
+    return {
+        'sigmoid': ClassifierLayout.sigmoid,
+        'softmax': ClassifierLayout.softmax,
+        'seesaw': ClassifierLayout.seesaw
+    }[name](stats.num_classes)
 
 
-def saved_bbox_heads(meta: dict) -> list:
-    """Box-head configs (one per stage) of the config in ``meta``."""
-    text = meta.get('cfg') if isinstance(meta, dict) else None
-    if not isinstance(text, str):
-        return []
-    from mmengine.config import Config
-    try:
-        cfg = Config.fromstring(text, '.py')
-    except Exception:  # an unparsable config only loses the hint
-        return []
-    heads = cfg.get('model', {}).get('roi_head', {}).get('bbox_head', [])
-    return list(heads) if isinstance(heads, (list, tuple)) else [heads]
-
-
-def group_bounds_of(key: str, heads: list, default):
-    """BAGS group bounds of the stage that ``key`` belongs to."""
-    from mmdet_longtail.models.losses.group_softmax_loss import \
-        DEFAULT_GROUP_BOUNDS
-    if default is not None:
-        return tuple(default)
-    stage = re.search(r'bbox_head\.(\d+)\.', key)
-    index = int(stage.group(1)) if stage else 0
-    head = heads[index] if index < len(heads) else {}
-    bounds = head.get('group_bounds') or \
-        (head.get('loss_cls') or {}).get('group_bounds')
-    return tuple(bounds) if bounds else DEFAULT_GROUP_BOUNDS
-
-
-def classifier_weights(state_dict: dict, pattern: str,
-                       source: str) -> Dict[str, np.ndarray]:
-    """Selected 2-D weights, by state-dict key."""
-    selected = {
-        k: v.detach().float().cpu().numpy()
-        for k, v in state_dict.items()
-        if re.search(pattern, k) and getattr(v, 'ndim', 0) == 2
+def weight_layouts(path: str, state_dict: dict, checkpoint: dict,
+                   args: argparse.Namespace, config: Optional[str],
+                   stats) -> Dict[str, tuple]:
+    """``key -> (weight, layout)`` of every selected classifier weight."""
+    from mmdet_longtail.models.checkpoint_classifiers import (
+        checkpoint_config, classifier_layouts, select_keys)
+    keys = [
+        k for k in select_keys(state_dict, args.key, path)
+        if getattr(state_dict[k], 'ndim', 0) >= 2
+    ]
+    if not keys:
+        raise ValueError(f'{path}: no weight of 2 or more dimensions '
+                         f'matches {args.key!r}; pass --key')
+    if args.layout == 'auto':
+        layouts = classifier_layouts(state_dict, keys,
+                                     checkpoint_config(checkpoint, path,
+                                                       config), path)
+    else:
+        layout = explicit_layout(args.layout, stats, args.group_bounds)
+        for key in keys:
+            layout.check_param(state_dict[key].shape, key, path)
+        layouts = dict.fromkeys(keys, layout)
+    for key, layout in layouts.items():
+        if layout.num_classes != stats.num_classes:
+            raise ValueError(
+                f'{path}: the classifier {key} has {layout.num_classes} '
+                f'classes, {stats.source} has {stats.num_classes}')
+    return {
+        key: (state_dict[key].detach().float().cpu().numpy(), layout)
+        for key, layout in layouts.items()
     }
-    if not selected:
-        weights = [k for k in state_dict if k.endswith('weight')][-5:]
-        raise ValueError(f'{source}: no 2-D weight matches {pattern!r} '
-                         f'(some weights: {weights}); pass --key')
-    return selected
 
 
 def short_name(key: str) -> str:
@@ -133,15 +132,28 @@ def short_name(key: str) -> str:
     return re.sub(r'^(module\.)?roi_head\.', '', name)
 
 
-def class_norms(weight: np.ndarray, rows: np.ndarray,
+def class_norms(weight: np.ndarray, layout,
                 num_heads: int) -> Tuple[np.ndarray, np.ndarray]:
-    """L2 norm of each class's row, and of its ``num_heads`` splits."""
-    per_class = weight[rows]
+    """L2 norm of each class's weight (its rows for every prior), and of
+    its ``num_heads`` equal splits."""
+    rows = weight.reshape(weight.shape[0], -1)
+    per_class = rows[layout.class_channels().T].reshape(
+        layout.num_classes, -1)
     if per_class.shape[1] % num_heads:
         raise ValueError(f'--num-heads {num_heads} does not divide the '
                          f'weight width {per_class.shape[1]}')
-    heads = per_class.reshape(len(rows), num_heads, -1)
+    heads = per_class.reshape(layout.num_classes, num_heads, -1)
     return np.linalg.norm(per_class, axis=1), np.linalg.norm(heads, axis=2)
+
+
+def configs_of(args: argparse.Namespace) -> list:
+    """The ``--config`` of each checkpoint (None: the saved one)."""
+    configs = args.config or [None]
+    if len(configs) == 1:
+        return configs * len(args.checkpoints)
+    if len(configs) != len(args.checkpoints):
+        raise ValueError('give one --config, or one per checkpoint')
+    return configs
 
 
 def main(argv=None) -> int:
@@ -151,9 +163,10 @@ def main(argv=None) -> int:
     from mmdet_longtail.datasets import get_class_statistics
     from mmdet_longtail.evaluation.analysis import (INSTANCE_BIN_BOUNDS,
                                                     bin_labels,
-                                                    classifier_class_rows,
                                                     instance_bins,
                                                     plot_weight_norms)
+    from mmdet_longtail.models.checkpoint_classifiers import (
+        checkpoint_state_dict, load_checkpoint_file)
     labels = args.labels or [
         osp.splitext(osp.basename(p))[0] for p in args.checkpoints
     ]
@@ -163,22 +176,22 @@ def main(argv=None) -> int:
         return 1
     columns: Dict[str, np.ndarray] = {}
     head_columns: Dict[str, np.ndarray] = {}
-    layouts: List[str] = []
+    layouts = []
     try:
         stats = get_class_statistics(args.train_ann)
-        for path, label in tqdm(
-                list(zip(args.checkpoints, labels)), desc='checkpoints'):
-            state_dict, heads = load_checkpoint(path)
-            weights = classifier_weights(state_dict, args.key, path)
-            for key, weight in weights.items():
-                rows, layout = classifier_class_rows(
-                    weight.shape[0], stats.num_classes, args.layout,
-                    stats.instance_count,
-                    group_bounds_of(key, heads, args.group_bounds))
+        for path, label, config in tqdm(
+                list(zip(args.checkpoints, labels, configs_of(args))),
+                desc='checkpoints'):
+            checkpoint = load_checkpoint_file(path)
+            state_dict = checkpoint_state_dict(checkpoint)
+            for key, (weight, layout) in weight_layouts(
+                    path, state_dict, checkpoint, args, config,
+                    stats).items():
                 name = f'{label}:{short_name(key)}'
                 columns[name], head_columns[name] = class_norms(
-                    weight, rows, args.num_heads)
-                layouts.append(f'{name} ({layout}, {weight.shape[0]} rows)')
+                    weight, layout, args.num_heads)
+                layouts.append(
+                    f'{name} ({layout.kind}, {weight.shape[0]} rows)')
     except (FileNotFoundError, ValueError) as e:
         print(f'error: {e}', file=sys.stderr)
         return 1

@@ -9,10 +9,12 @@ that layout, so this tool converts it, for every stage of Cascade / HTC:
 
 * ``--mode drop`` (default, the published recipe): remove ``fc_cls``;
   ``load_from`` leaves the new classifier at its initialisation.
-* ``--mode reshape``: a warm start. Class c's row moves to its column of the
+* ``--mode reshape``: a warm start. Class c's row moves to its row of the
   BAGS layout and the background row to the background group's background
-  column; the "others" rows start at zero. Needs ``--config`` (the BAGS
-  config, whose train annotation file defines the groups).
+  row; the "others" rows start at zero. Needs ``--config`` (the BAGS
+  config, whose train annotation file defines the groups). Both layouts come
+  from the heads: the BAGS one from ``--config``, the baseline's from the
+  config saved in the baseline checkpoint (or ``--baseline-config``).
 
 Only the weights are written (the baseline's optimizer state is not reused).
 
@@ -23,85 +25,79 @@ Example:
 """
 import argparse
 import os.path as osp
-import re
 import sys
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
 
+from mmdet_longtail.models.checkpoint_classifiers import (
+    build_model, checkpoint_config, checkpoint_state_dict,
+    load_checkpoint_file, load_config, owner_layout, select_keys)
+from mmdet_longtail.models.layers.classifier_layout import ClassifierLayout
+
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from reset_classifier import CLASSIFIER_PATTERN, remove_classifier  # noqa
 
-STAGE_PATTERN = re.compile(r'bbox_head(?:\.(\d+))?\.fc_cls\.(weight|bias)$')
 
+def relayout_classifier(param: Tensor, source: ClassifierLayout,
+                        target: ClassifierLayout, key: str,
+                        checkpoint: str = 'checkpoint') -> Tensor:
+    """A classifier parameter (weight or bias, outputs first) moved from
+    the ``source`` layout to the ``target`` one.
 
-def reshape_classifier(param: Tensor, class_columns: Tensor,
-                       num_channels: int, key: str = 'fc_cls') -> Tensor:
-    """A (C + 1, ...) softmax classifier parameter laid out for BAGS.
-
-    Row c goes to ``class_columns[c]``, the background row (C) to the last
-    column; the "others" rows are zero.
+    Each class's row goes to its row of ``target``, the background row to
+    the background row; every other row of ``target`` is zero.
     """
-    num_classes = len(class_columns)
-    if param.size(0) != num_classes + 1:
+    source.check_param(param.shape, key, checkpoint)
+    if source.num_classes != target.num_classes:
         raise ValueError(
-            f'{key}: expected {num_classes + 1} rows (a softmax classifier '
-            f'with {num_classes} classes + background), got '
-            f'{tuple(param.shape)}; is it already converted, or from another '
-            f'dataset?')
-    out = param.new_zeros((num_channels, ) + tuple(param.shape[1:]))
-    out[class_columns] = param[:num_classes]
-    out[num_channels - 1] = param[num_classes]
+            f'{checkpoint}: {key} has {source.num_classes} classes, the '
+            f'target config {target.num_classes}')
+    if source.num_priors != 1 or target.num_priors != 1:
+        raise ValueError(f'{key}: only RoI classifiers (one prior) can be '
+                         f'converted')
+    out = param.new_zeros((target.num_rows, ) + tuple(param.shape[1:]))
+    out[list(target.class_rows)] = param[list(source.class_rows)]
+    if source.background_row is not None and \
+            target.background_row is not None:
+        out[target.background_row] = param[source.background_row]
     return out
 
 
-def stage_layouts(config: str) -> list:
-    """The group layout of each BAGS box head of ``config`` (one per
-    cascade stage)."""
-    from mmengine.config import Config
-
-    from mmdet_longtail.engine.long_tail_runner import (
-        fill_class_statistics, train_annotation_file)
-    from mmdet_longtail.models.losses import group_softmax_loss as gsl
-    cfg = Config.fromfile(config)
-    heads = cfg.model.roi_head.bbox_head
-    heads = heads if isinstance(heads, list) else [heads]
-    train_file = train_annotation_file(cfg.train_dataloader.dataset)
-    layouts = []
-    for i, head in enumerate(heads):
-        if head.get('type') != 'BAGSBBoxHead':
-            raise ValueError(f'{config}: roi_head.bbox_head[{i}] is '
-                             f'{head.get("type")!r}, not BAGSBBoxHead')
-        loss_cfg = dict(head.loss_cls)
-        fill_class_statistics(loss_cfg, train_file)
-        loss_cfg.pop('type')
-        layouts.append(gsl.GroupSoftmaxLoss(**loss_cfg).layout)
-    return layouts
+def model_layouts(cfg, keys: List[str]) -> Dict[str, ClassifierLayout]:
+    """The classifier layout of each key in the model of ``cfg``."""
+    model = build_model(cfg)
+    return {key: owner_layout(model, key) for key in keys}
 
 
 def reshape_state_dict(state_dict: Dict[str, Tensor],
-                       layouts: list) -> Tuple[dict, List[str]]:
-    """``state_dict`` with every stage's ``fc_cls`` reshaped (see
-    :func:`reshape_classifier`) and the reshaped keys."""
-    out, changed = dict(state_dict), []
-    for key, param in state_dict.items():
-        match = STAGE_PATTERN.search(key)
-        if not match:
-            continue
-        stage = int(match.group(1) or 0)
-        if stage >= len(layouts):
-            raise ValueError(f'{key}: the config has only {len(layouts)} '
-                             f'BAGS box head(s)')
-        layout = layouts[stage]
-        out[key] = reshape_classifier(
-            param, torch.as_tensor(layout.class_columns), layout.num_channels,
-            key)
-        changed.append(key)
-    if not changed:
-        raise ValueError(f'bags_convert: no fc_cls key in the checkpoint '
-                         f'(keys look like {list(state_dict)[:3]})')
-    return out, changed
+                       sources: Dict[str, ClassifierLayout],
+                       targets: Dict[str, ClassifierLayout],
+                       checkpoint: str = 'checkpoint'
+                       ) -> Tuple[dict, List[str]]:
+    """``state_dict`` with every key of ``targets`` moved from its source
+    layout to its target layout (:func:`relayout_classifier`) and the
+    reshaped keys."""
+    out = dict(state_dict)
+    for key, target in targets.items():
+        out[key] = relayout_classifier(state_dict[key], sources[key], target,
+                                       key, checkpoint)
+    return out, list(targets)
+
+
+def reshape_checkpoint(checkpoint: dict,
+                       config: str,
+                       baseline_config: Optional[str] = None,
+                       source: str = 'checkpoint') -> Tuple[dict, List[str]]:
+    """The state dict of ``checkpoint`` with every RoI classifier laid out
+    as the heads of ``config`` (the BAGS config) lay theirs out."""
+    state_dict = checkpoint_state_dict(checkpoint)
+    keys = select_keys(state_dict, CLASSIFIER_PATTERN, source)
+    baseline = checkpoint_config(checkpoint, source, baseline_config)
+    sources = model_layouts(baseline, keys)
+    targets = model_layouts(load_config(config), keys)
+    return reshape_state_dict(state_dict, sources, targets, source)
 
 
 def parse_args() -> argparse.Namespace:
@@ -116,24 +112,25 @@ def parse_args() -> argparse.Namespace:
         'layout (warm start)')
     parser.add_argument(
         '--config', help='the BAGS config (needed by --mode reshape)')
+    parser.add_argument(
+        '--baseline-config',
+        help='config of the baseline checkpoint (--mode reshape; default: '
+        'the one saved in the checkpoint)')
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
-    if not osp.isfile(args.checkpoint):
-        raise FileNotFoundError(f'checkpoint not found: {args.checkpoint}')
     if args.mode == 'reshape' and not args.config:
         raise ValueError('--mode reshape needs --config <BAGS config>')
-    checkpoint = torch.load(
-        args.checkpoint, map_location='cpu', weights_only=False)
-    state_dict = checkpoint.get('state_dict', checkpoint)
+    checkpoint = load_checkpoint_file(args.checkpoint)
     if args.mode == 'drop':
-        state_dict, changed = remove_classifier(state_dict,
-                                                CLASSIFIER_PATTERN)
+        state_dict, changed = remove_classifier(
+            checkpoint_state_dict(checkpoint), CLASSIFIER_PATTERN)
     else:
-        state_dict, changed = reshape_state_dict(state_dict,
-                                                 stage_layouts(args.config))
+        state_dict, changed = reshape_checkpoint(checkpoint, args.config,
+                                                 args.baseline_config,
+                                                 args.checkpoint)
     meta = dict(checkpoint.get('meta') or {})
     meta['bags_convert'] = dict(mode=args.mode, keys=changed)
     torch.save(dict(meta=meta, state_dict=state_dict), args.out)

@@ -15,8 +15,7 @@ For detection the background row (the last one in mmdet) is left untouched
 and the bias is kept, as in the detection port of BAGS
 (``tools/test_lvis_tnorm.py``).
 """
-import re
-from typing import List
+from typing import Dict, List, Sequence
 
 import torch
 import torch.nn as nn
@@ -24,9 +23,32 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmdet.registry import MODELS
+from .classifier_layout import ClassifierLayout
 
 # rows with a smaller norm are treated as this norm (an all-zero row stays 0)
 MIN_ROW_NORM = 1e-12
+
+
+def tau_normalize_rows(weight: Tensor, tau: float,
+                       rows: Sequence[int]) -> Tensor:
+    """``w_r / ||w_r|| ** tau`` for the given rows of ``weight`` (outputs
+    first; the norm is over everything else); the other rows are copied.
+
+    Args:
+        weight (Tensor): (K, ...) classifier weight, one row per output.
+        tau (float): exponent of the norm; 0 returns an unchanged copy.
+        rows (Sequence[int]): the rows to normalise.
+    """
+    out = weight.clone()
+    if float(tau) == 0:
+        return out
+    rows = torch.as_tensor(list(rows), dtype=torch.long,
+                           device=weight.device)
+    selected = weight[rows]
+    norms = selected.flatten(1).norm(dim=1).clamp(min=MIN_ROW_NORM)
+    norms = norms.view(-1, *([1] * (weight.dim() - 1)))
+    out[rows] = selected / norms.pow(float(tau))
+    return out
 
 
 def tau_normalize_weight(weight: Tensor,
@@ -43,13 +65,8 @@ def tau_normalize_weight(weight: Tensor,
     if weight.dim() != 2:
         raise ValueError(f'tau_normalize_weight expects a (K, D) weight, '
                          f'got shape {tuple(weight.shape)}')
-    tau = float(tau)
-    if tau == 0:
-        return weight.clone()
     num_rows = weight.size(0) - 1 if exclude_background else weight.size(0)
-    fg = weight[:num_rows]
-    norms = fg.norm(dim=1, keepdim=True).clamp(min=MIN_ROW_NORM)
-    return torch.cat([fg / norms.pow(tau), weight[num_rows:]], dim=0)
+    return tau_normalize_rows(weight, tau, range(num_rows))
 
 
 @MODELS.register_module()
@@ -102,27 +119,24 @@ class TauNormLinear(nn.Linear):
 CLASSIFIER_WEIGHT_PATTERN = r'(^|\.)bbox_head(\.\d+)?\.fc_cls\.weight$'
 
 
-def tau_normalize_state_dict(state_dict: dict,
-                             tau: float,
-                             pattern: str = CLASSIFIER_WEIGHT_PATTERN,
-                             exclude_background: bool = True) -> List[str]:
-    """tau-normalise, in place, every weight of ``state_dict`` whose key
-    matches ``pattern`` (``re.search``); biases are not touched.
+def tau_normalize_state_dict(state_dict: dict, tau: float,
+                             layouts: Dict[str, ClassifierLayout]
+                             ) -> List[str]:
+    """tau-normalise, in place, the class rows of every weight named in
+    ``layouts`` (the background and extra rows and the biases are kept).
+
+    Args:
+        state_dict (dict): the parameters.
+        tau (float): exponent of the norm.
+        layouts (dict[str, ClassifierLayout]): the layout of each weight to
+            normalise, by key (see ``classifier_layouts`` in
+            ``mmdet_longtail.models.checkpoint_classifiers``).
 
     Returns:
         list[str]: the keys that were normalised.
-
-    Raises:
-        ValueError: no key matches (a wrong pattern would otherwise write an
-            unchanged checkpoint).
     """
-    regex = re.compile(pattern)
-    keys = [k for k in state_dict if regex.search(k)]
-    if not keys:
-        raise ValueError(f'tau-norm: no key of the checkpoint matches '
-                         f'{pattern!r} (keys look like '
-                         f'{list(state_dict)[:3]})')
-    for key in keys:
-        state_dict[key] = tau_normalize_weight(state_dict[key], tau,
-                                               exclude_background)
-    return keys
+    for key, layout in layouts.items():
+        layout.check_param(state_dict[key].shape, key, 'tau-norm')
+        state_dict[key] = tau_normalize_rows(
+            state_dict[key], tau, layout.class_channels().ravel())
+    return list(layouts)

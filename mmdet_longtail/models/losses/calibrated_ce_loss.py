@@ -40,7 +40,7 @@ from mmdet.models.losses import CrossEntropyLoss, accuracy
 from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import (StatisticsSource,
                                                  load_class_statistics)
-from .utils import CustomClassifierMixin
+from .utils import ClassifierLayout, CustomClassifierMixin
 
 NORCAL_METHODS = ('gamma', 'cb')
 
@@ -168,6 +168,10 @@ class CalibratedCrossEntropyLoss(CustomClassifierMixin, CrossEntropyLoss):
     def cls_channels(self) -> int:
         """C + 1 outputs, as a plain softmax head."""
         return self.num_classes + 1
+
+    def classifier_layout(self) -> ClassifierLayout:
+        """Class c in row c, the background last (as a softmax head)."""
+        return ClassifierLayout.softmax(self.num_classes)
 
     def log_factors(self) -> Tensor:
         """``log a_c`` for the current ``gamma`` / ``method`` (float64; the

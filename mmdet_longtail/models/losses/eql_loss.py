@@ -30,8 +30,8 @@ from mmdet.models.losses import accuracy
 from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import (StatisticsSource,
                                                  load_class_statistics)
-from .utils import (ClassifierInputs, CustomClassifierMixin,
-                    reduce_roi_losses, upcast_half)
+from .utils import (ClassifierInputs, ClassifierLayout,
+                    CustomClassifierMixin, reduce_roi_losses, upcast_half)
 
 
 def eql_tail_classes(image_freq: Sequence[float],
@@ -134,6 +134,10 @@ class EQLoss(CustomClassifierMixin, nn.Module):
     def cls_channels(self) -> int:
         """C outputs: one sigmoid logit per class, no background logit."""
         return self.num_classes
+
+    def classifier_layout(self) -> ClassifierLayout:
+        """Class c in row c, no background row."""
+        return ClassifierLayout.sigmoid(self.num_classes)
 
     def get_activation(self, cls_score: Tensor) -> Tensor:
         """Scores (N, C + 1): sigmoid, zero background column last."""

@@ -34,8 +34,9 @@ from torch import Tensor
 
 from mmdet.models.losses import accuracy
 from mmdet.registry import MODELS
-from .utils import (ClassifierInputs, CustomClassifierMixin,
-                    GradientStatistics, reduce_roi_losses, upcast_half)
+from .utils import (ClassifierInputs, ClassifierLayout,
+                    CustomClassifierMixin, GradientStatistics,
+                    reduce_roi_losses, upcast_half)
 
 # ratio before any statistics: f(100) = 1, so both weights start at 1
 INITIAL_RATIO = 100.0
@@ -156,6 +157,10 @@ class EQLv2(CustomClassifierMixin, GradientStatistics, nn.Module):
     def cls_channels(self) -> int:
         """C + 1 outputs: C class logits and the objectness logit last."""
         return self.num_classes + 1
+
+    def classifier_layout(self) -> ClassifierLayout:
+        """Class c in row c, the objectness (background) logit last."""
+        return ClassifierLayout.sigmoid(self.num_classes, background=True)
 
     def get_activation(self, cls_score: Tensor) -> Tensor:
         """Scores (N, C + 1): ``sigmoid(z_c) * (1 - sigmoid(z_bg))`` for the

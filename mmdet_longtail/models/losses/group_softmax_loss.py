@@ -47,8 +47,8 @@ from mmdet.models.losses import accuracy
 from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import (StatisticsSource,
                                                  load_class_statistics)
-from .utils import (ClassifierInputs, CustomClassifierMixin, check_reduction,
-                    upcast_half)
+from .utils import (ClassifierInputs, ClassifierLayout, CustomClassifierMixin,
+                    check_reduction, upcast_half)
 
 DEFAULT_GROUP_BOUNDS = (10, 100, 1000)
 
@@ -167,6 +167,22 @@ class GroupLayout:
         table[self.group_of_class, labels] = self.position_in_group
         table[-1, -1] = 1  # background group: 0 = foreground, 1 = background
         return table
+
+    def classifier_layout(self) -> ClassifierLayout:
+        """The rows of every class, of the background, of each group and of
+        the "others" / "any foreground" rows."""
+        starts, widths = self.group_starts, self.group_widths
+        groups = [range(s, s + w) for s, w in zip(starts, widths)]
+        extra = [(starts[k], f'others of group {k}')
+                 for k in range(self.num_fg_groups)]
+        extra.append((starts[-1], 'background group: any foreground'))
+        return ClassifierLayout(
+            'bags',
+            self.num_channels,
+            self.class_columns,
+            background_row=self.background_column,
+            groups=groups,
+            extra_rows=extra)
 
 
 @functools.lru_cache(maxsize=32)
@@ -395,6 +411,10 @@ class GroupSoftmaxLoss(CustomClassifierMixin, nn.Module):
     def cls_channels(self) -> int:
         """Classifier outputs: C + 1 + number of groups."""
         return self.layout.num_channels
+
+    def classifier_layout(self) -> ClassifierLayout:
+        """``[G_1 | ... | G_G | G_bg]``, see :class:`GroupLayout`."""
+        return self.layout.classifier_layout()
 
     def get_activation(self, cls_score: Tensor) -> Tensor:
         """(N, C + 1) probabilities, background last."""

@@ -1,14 +1,16 @@
 """The parts every long-tail classification loss shares, one per file:
 input checks, reductions, the half-precision upcast, the BBoxHead
-custom-classifier protocol and the gradient statistics of EQLv2 and EFL.
-Method files import from here, never from each other."""
-from .custom_classifier import CustomClassifierMixin
+custom-classifier protocol (with the classifier layout) and the gradient
+statistics of EQLv2 and EFL. Method files import from here, never from each
+other."""
+from .custom_classifier import ClassifierLayout, CustomClassifierMixin
 from .gradient_statistics import GradientStatistics
 from .inputs import ClassifierInputs
 from .precision import upcast_half
 from .reduction import check_reduction, reduce_roi_losses
 
 __all__ = [
-    'ClassifierInputs', 'CustomClassifierMixin', 'GradientStatistics',
-    'check_reduction', 'reduce_roi_losses', 'upcast_half'
+    'ClassifierInputs', 'ClassifierLayout', 'CustomClassifierMixin',
+    'GradientStatistics', 'check_reduction', 'reduce_roi_losses',
+    'upcast_half'
 ]

@@ -12,17 +12,22 @@ mmdet 3.3's ``BBoxHead`` asks its classification loss three questions:
   accuracies to log (a dict)?
 
 Using the protocol is what makes a loss work in Faster, Mask, Cascade and
-HTC heads alike.
+HTC heads alike. A loss that sizes the classifier also says what each output
+is (:meth:`CustomClassifierMixin.classifier_layout`), for the tools that read
+classifier weights.
 """
 from typing import Dict
 
 from torch import Tensor
 
+from mmdet_longtail.models.layers.classifier_layout import ClassifierLayout
+
 
 class CustomClassifierMixin:
     """The protocol's flags and ``get_cls_channels`` for a loss that has
     ``num_classes`` (C) and implements :meth:`cls_channels`,
-    :meth:`get_activation` and :meth:`get_accuracy`. Put it before
+    :meth:`classifier_layout`, :meth:`get_activation` and
+    :meth:`get_accuracy`. Put it before
     ``nn.Module`` (or the loss class it extends) in the bases."""
 
     custom_cls_channels = True
@@ -43,6 +48,11 @@ class CustomClassifierMixin:
                              f'{self.num_classes} but the head has '
                              f'{num_classes} classes')
         return self.cls_channels()
+
+    def classifier_layout(self) -> ClassifierLayout:
+        """What each of the :meth:`cls_channels` outputs is."""
+        raise NotImplementedError(
+            f'{type(self).__name__} does not describe its classifier layout')
 
     def get_activation(self, cls_score: Tensor) -> Tensor:
         """Scores (N, C + 1), background last, from the logits."""
