@@ -15,6 +15,8 @@ from typing import Dict, List, Optional
 import pytest
 import torch
 
+from ddp import free_port
+
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 # Small but complete: 30 classes (the configs' num_classes), every class in
@@ -97,6 +99,8 @@ class ToolRunner:
         if tool.startswith('dist_'):
             # the ranks share the cores: one thread each
             extra.setdefault('OMP_NUM_THREADS', '1')
+            # torchrun's rendezvous on a port nothing else uses now
+            extra.setdefault('PORT', str(free_port()))
         proc = run_in_own_group(cmd, self.env(extra), timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f'{" ".join(cmd)} failed '
