@@ -183,6 +183,38 @@ def test_one_train_step_and_one_prediction(synthetic_root, monkeypatch,
     predict(model, test)
 
 
+@pytest.mark.parametrize('method,framework',
+                         [('eqlv2', 'faster-rcnn'), ('efl', 'retinanet')],
+                         ids=lambda v: v)
+def test_loss_statistics_resume_with_the_state_dict(synthetic_root,
+                                                    monkeypatch, method,
+                                                    framework):
+    """The statistics are part of the checkpoint: a fresh model loading it
+    continues exactly as the model that never stopped (what --resume needs;
+    tests/test_tools/test_train_test.py resumes EQLv2 through train.py)."""
+    config = CONFIGS[method, framework]
+    model, train, _ = build(config, synthetic_root, monkeypatch)
+    train_step(model, train)
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    names = sorted(k for k in saved if k.rsplit('.', 1)[-1] in EFL_STATS)
+    assert len(names) == 3
+    restored, _, _ = build(config, synthetic_root, monkeypatch)
+    assert not torch.equal(restored.state_dict()[names[1]], saved[names[1]])
+    restored.load_state_dict(saved)
+    train_step(model, train)
+    train_step(restored, train)
+    for name in names:
+        assert torch.equal(restored.state_dict()[name],
+                           model.state_dict()[name]), name
+        # the second step added to the restored statistics (EFL's ratio
+        # is clamped to [0, 1], and may stay at its bounds)
+        if method == 'eqlv2' or not name.endswith('pos_neg'):
+            assert not torch.equal(model.state_dict()[name],
+                                   saved[name]), name
+    neg = next(n for n in names if n.endswith('neg_grad'))
+    assert bool((model.state_dict()[neg] >= saved[neg]).all())
+
+
 # ----------------------------------------------------- test-time scoring
 def probe_logits(loss: str) -> torch.Tensor:
     """Distinct logits per class (in a shuffled order) and, for EQLv2, an
