@@ -30,9 +30,13 @@ SMALL_SYNTHETIC = dict(
     seed=0)
 
 # Threads per pytest worker: more threads than cores (pytest-xdist workers x
-# torch threads) makes every CPU kernel wait on the others.
-THREADS = str(max(1, (os.cpu_count() or 1) //
-                  int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))))
+# torch threads) makes every CPU kernel wait on the others. An
+# OMP_NUM_THREADS of the caller wins, and the tools get the same number as
+# this process: tests comparing a tool's output with an in-process run
+# bit for bit need both to reduce in the same order.
+THREADS = os.environ.get('OMP_NUM_THREADS') or str(max(
+    1, (os.cpu_count() or 1) //
+    int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))))
 torch.set_num_threads(int(THREADS))
 
 # Settings that make a tiny config train and test in seconds.
