@@ -7,11 +7,13 @@ of this checkout, never from the current directory or PYTHONPATH.
 """
 import os
 import os.path as osp
+import random
 import signal
 import subprocess
 import sys
 from typing import Dict, List, Optional
 
+import numpy as np
 import pytest
 import torch
 
@@ -47,6 +49,16 @@ FAST_CFG_OPTIONS = [
     'test_dataloader.batch_size=4',
     'default_hooks.logger.interval=1',
 ]
+
+
+@pytest.fixture(autouse=True)
+def seeded_randomness():
+    """Every test starts from the same global random state (torch, numpy,
+    random), whichever tests ran before it in the process: a draw without
+    its own generator is the same draw in every run."""
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
 
 
 @pytest.fixture(scope='session')
