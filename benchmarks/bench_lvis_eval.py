@@ -113,8 +113,10 @@ def main() -> int:
     args = parse_args()
     from mmdet_longtail.evaluation.fast_lvis_eval import evaluate_lvis_fast
     from mmdet_longtail.evaluation.lvis_api import evaluate_lvis, import_lvis
-    from mmdet_longtail.evaluation.synthetic_detections import (
-        make_detections, make_lvis_eval_gt)
+    # the generator is a test fixture: it lives in tests/, not the package
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), 'tests'))
+    from synthetic_detections import make_detections, make_lvis_eval_gt
 
     start = time.perf_counter()
     gt = make_lvis_eval_gt(

@@ -7,13 +7,17 @@ of this checkout, never from the current directory or PYTHONPATH.
 """
 import os
 import os.path as osp
+import random
 import signal
 import subprocess
 import sys
 from typing import Dict, List, Optional
 
+import numpy as np
 import pytest
 import torch
+
+from ddp import free_port
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -28,9 +32,13 @@ SMALL_SYNTHETIC = dict(
     seed=0)
 
 # Threads per pytest worker: more threads than cores (pytest-xdist workers x
-# torch threads) makes every CPU kernel wait on the others.
-THREADS = str(max(1, (os.cpu_count() or 1) //
-                  int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))))
+# torch threads) makes every CPU kernel wait on the others. An
+# OMP_NUM_THREADS of the caller wins, and the tools get the same number as
+# this process: tests comparing a tool's output with an in-process run
+# bit for bit need both to reduce in the same order.
+THREADS = os.environ.get('OMP_NUM_THREADS') or str(max(
+    1, (os.cpu_count() or 1) //
+    int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))))
 torch.set_num_threads(int(THREADS))
 
 # Settings that make a tiny config train and test in seconds.
@@ -41,6 +49,16 @@ FAST_CFG_OPTIONS = [
     'test_dataloader.batch_size=4',
     'default_hooks.logger.interval=1',
 ]
+
+
+@pytest.fixture(autouse=True)
+def seeded_randomness():
+    """Every test starts from the same global random state (torch, numpy,
+    random), whichever tests ran before it in the process: a draw without
+    its own generator is the same draw in every run."""
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
 
 
 @pytest.fixture(scope='session')
@@ -97,6 +115,8 @@ class ToolRunner:
         if tool.startswith('dist_'):
             # the ranks share the cores: one thread each
             extra.setdefault('OMP_NUM_THREADS', '1')
+            # torchrun's rendezvous on a port nothing else uses now
+            extra.setdefault('PORT', str(free_port()))
         proc = run_in_own_group(cmd, self.env(extra), timeout)
         if check and proc.returncode != 0:
             raise AssertionError(f'{" ".join(cmd)} failed '

@@ -81,7 +81,6 @@ def test_rfs_two_process_ddp(run_tool, synthetic_root, tmp_path):
         'default_hooks.logger.interval=1',
         'train_cfg.val_begin=2',
         *SEED,
-        env={'PORT': '29573'},
         timeout=300)
     assert 'Distributed training: True' in proc.stdout
     length = epoch_length(synthetic_root, 0)

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from mmengine.hooks import CheckpointHook
 
+from ddp import run_ddp
 from mmdet_longtail.engine.hooks.rng_state_hook import (CHECKPOINT_KEY,
                                                         RNGStateHook)
 
@@ -19,10 +19,7 @@ def fake_runner(by_epoch: bool, resume: bool = False) -> SimpleNamespace:
         _resume=resume)
 
 
-def worker(rank: int, init_file: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        'gloo', init_method=f'file://{init_file}', rank=rank, world_size=2)
+def worker(rank: int, world_size: int, out_dir: str) -> None:
     found = {}
     for by_epoch in (False, True):
         torch.manual_seed(100 + rank)  # each rank its own stream
@@ -46,12 +43,10 @@ def worker(rank: int, init_file: str, out_dir: str) -> None:
     found['draw_after_resume'] = torch.rand(3)
     with open(f'{out_dir}/rank{rank}.pkl', 'wb') as f:
         pickle.dump(found, f)
-    dist.destroy_process_group()
 
 
 def test_states_gathered_where_checkpoints_are_saved(tmp_path):
-    mp.spawn(worker, args=(str(tmp_path / 'init'), str(tmp_path)), nprocs=2,
-             join=True)
+    run_ddp(worker, 2, str(tmp_path))
     found = []
     for rank in range(2):
         with open(tmp_path / f'rank{rank}.pkl', 'rb') as f:

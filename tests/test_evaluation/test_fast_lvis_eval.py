@@ -16,8 +16,7 @@ from mmdet_longtail.evaluation.fast_lvis_eval import (
     evaluate_lvis_fast, federated_pairs, top_detections_per_image)
 from mmdet_longtail.evaluation.lvis_api import (LVIS_METRIC_ITEMS,
                                                 evaluate_lvis, import_lvis)
-from mmdet_longtail.evaluation.synthetic_detections import (make_detections,
-                                                            make_lvis_eval_gt)
+from synthetic_detections import make_detections, make_lvis_eval_gt
 
 PARITY_TOL = 1e-9
 

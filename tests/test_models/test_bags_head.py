@@ -10,7 +10,7 @@ import torch.nn as nn
 from mmengine.config import ConfigDict
 from mmengine.logging import MMLogger
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, build_config_model
 from mmdet.registry import MODELS
 from mmdet_longtail.engine.hooks.freeze_except_hook import (FreezeExceptHook,
                                                             freeze_except)
@@ -212,7 +212,7 @@ def test_reshape_checkpoint_asks_both_configs(synthetic_root, monkeypatch):
     out, changed = bags_convert.reshape_checkpoint(checkpoint, bags_cfg,
                                                    source='base.pth')
     assert len(changed) == 6  # weight and bias of 3 stages
-    bags = MODELS.build(Config.fromfile(bags_cfg).model)
+    bags = build_config_model(Config.fromfile(bags_cfg))
     for i in range(3):
         key = f'roi_head.bbox_head.{i}.fc_cls.weight'
         layout = classifier_layout(bags.roi_head.bbox_head[i])

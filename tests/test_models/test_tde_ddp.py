@@ -3,8 +3,8 @@ different batches, average their increments, and hold the same ``e``."""
 import os.path as osp
 
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+
+from ddp import run_ddp
 
 MOMENTUM = 0.7
 NUM_CLASSES = 3  # foreground; background label = 3
@@ -24,24 +24,16 @@ def rank_batch(step: int, rank: int):
     return feats, labels
 
 
-def worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
+def worker(rank: int, world_size: int, out_dir: str) -> None:
     from mmdet_longtail.models.layers.tde_classifier import TDEClassifier
-    dist.init_process_group(
-        'gloo',
-        init_method=f'file://{init_file}',
-        rank=rank,
-        world_size=world_size)
-    try:
-        clf = TDEClassifier(
-            FEATURE_DIM, NUM_CLASSES + 1, momentum=MOMENTUM).train()
-        for step in range(NUM_STEPS):
-            feats, labels = rank_batch(step, rank)
-            with clf.roi_labels(labels):
-                clf(feats)
-        torch.save(clf.moving_average_feature,
-                   osp.join(out_dir, f'e_rank{rank}.pth'))
-    finally:
-        dist.destroy_process_group()
+    clf = TDEClassifier(
+        FEATURE_DIM, NUM_CLASSES + 1, momentum=MOMENTUM).train()
+    for step in range(NUM_STEPS):
+        feats, labels = rank_batch(step, rank)
+        with clf.roi_labels(labels):
+            clf(feats)
+    torch.save(clf.moving_average_feature,
+               osp.join(out_dir, f'e_rank{rank}.pth'))
 
 
 def expected_moving_average() -> torch.Tensor:
@@ -61,11 +53,7 @@ def expected_moving_average() -> torch.Tensor:
 
 
 def test_two_ranks_hold_the_same_moving_average(tmp_path):
-    mp.spawn(
-        worker,
-        args=(2, str(tmp_path / 'init'), str(tmp_path)),
-        nprocs=2,
-        join=True)
+    run_ddp(worker, 2, str(tmp_path))
     e0 = torch.load(tmp_path / 'e_rank0.pth')
     e1 = torch.load(tmp_path / 'e_rank1.pth')
     assert torch.equal(e0, e1)

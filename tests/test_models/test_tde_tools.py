@@ -1,21 +1,18 @@
-"""TDE through tools/train.py and tools/test.py on the synthetic set: every
-framework trains and tests; alpha and the scoring change at test time on the
-same checkpoint through --cfg-options; --resume restores the moving-average
-feature."""
+"""TDE from a checkpoint of tools/train.py on the synthetic set: alpha and
+the scoring change at test time on the same checkpoint through config
+options (what tools/test.py's --cfg-options merges); --resume restores the
+moving-average feature. Every TDE framework is probed in process by
+test_framework_probes.py."""
 import os.path as osp
-import pickle
 
 import pytest
 import torch
 
-from conftest import last_checkpoint
+from conftest import REPO_ROOT, last_checkpoint
 
 TINY = 'configs/tde/{}_r18-tiny_fpn_tde_12e_synthetic-lvis.py'
-FRAMEWORKS = ('faster-rcnn', 'mask-rcnn', 'cascade-mask-rcnn',
-              'htc-without-semantic')
-# few detections on 4 images: the LVIS tables are printed all the same
-TEST_SHORT = ['test_dataloader.dataset.indices=4',
-              'model.test_cfg.rcnn.max_per_img=20']
+# few detections on 4 images
+TEST_SHORT = {'model.test_cfg.rcnn.max_per_img': 20}
 # 8 train images = 2 iterations at batch 4; the validation mmengine runs
 # after the last epoch (4 images) tests the trained model
 SHORT = ['train_dataloader.dataset.indices=8',
@@ -31,11 +28,6 @@ def load_state(path: str) -> dict:
 
 def moving_averages(state: dict) -> list:
     return [v for k, v in sorted(state.items()) if k.endswith(MOVING_AVERAGE)]
-
-
-def detections(path: str) -> list:
-    with open(path, 'rb') as f:
-        return [r['pred_instances'] for r in pickle.load(f)]
 
 
 def train(run_tool, work: str, framework: str) -> str:
@@ -55,43 +47,45 @@ def faster_checkpoint(run_tool, tmp_path_factory) -> str:
                  'faster-rcnn')
 
 
-@pytest.mark.parametrize('framework', FRAMEWORKS)
-def test_train_and_test_each_framework(run_tool, tmp_path, framework,
-                                       request):
-    if framework == 'faster-rcnn':
-        checkpoint = request.getfixturevalue('faster_checkpoint')
-    else:
-        checkpoint = train(run_tool, str(tmp_path / 'work'), framework)
-    averages = moving_averages(load_state(checkpoint))
-    stages = 3 if framework in ('cascade-mask-rcnn',
-                                'htc-without-semantic') else 1
-    assert len(averages) == stages
-    for e in averages:  # updated from the foreground RoIs
-        assert e.shape == (128, ) and e.norm() > 0
+def test_training_updates_the_moving_average(faster_checkpoint):
+    (e, ) = moving_averages(load_state(faster_checkpoint))
+    assert e.shape == (128, ) and e.norm() > 0  # from the foreground RoIs
 
 
-def test_alpha_changes_at_test_time(run_tool, tmp_path, faster_checkpoint):
-    """One checkpoint through tools/test.py, scored with different alphas
-    given with --cfg-options (the key for every framework and the head's
-    own key)."""
-    config = TINY.format('faster-rcnn')
+def test_alpha_changes_at_test_time(faster_checkpoint, synthetic_root,
+                                    monkeypatch):
+    """One checkpoint, scored with different alphas given as config
+    options (the key for every framework and the head's own key), as
+    tools/test.py --cfg-options merges them."""
+    from mmengine.config import Config
+    from mmengine.dataset import pseudo_collate
+    from mmengine.runner import load_checkpoint
+    from mmdet.registry import DATASETS, MODELS
+    from mmdet.utils import register_all_modules
+    import mmdet_longtail  # noqa: F401
+    register_all_modules()
+    monkeypatch.setenv('MMLT_SYNTHETIC_ROOT', synthetic_root)
+    config = osp.join(REPO_ROOT, TINY.format('faster-rcnn'))
 
-    def scores(*options: str) -> list:
-        name = f'r{len(list(tmp_path.glob("*.pkl")))}.pkl'
-        out = str(tmp_path / name)
-        test = run_tool.test(config, faster_checkpoint,
-                             str(tmp_path / 'test'), '--out', out,
-                             cfg_options=TEST_SHORT + list(options))
-        assert 'LVIS results (%)' in test.stdout
-        results = detections(out)
+    def scores(**options) -> list:
+        cfg = Config.fromfile(config)
+        cfg.merge_from_dict(dict(TEST_SHORT, **options))
+        model = MODELS.build(cfg.model)
+        load_checkpoint(model, faster_checkpoint, map_location='cpu')
+        model.eval()
+        dataset = DATASETS.build(cfg.test_dataloader.dataset)
+        data = model.data_preprocessor(
+            pseudo_collate([dataset[i] for i in range(4)]), False)
+        with torch.no_grad():
+            results = model(**data, mode='predict')
         assert len(results) == 4
-        scores = torch.cat([r['scores'] for r in results])
-        assert len(scores) and 0 <= scores.min() and scores.max() <= 1
-        return [r['scores'] for r in results]
+        found = torch.cat([r.pred_instances.scores for r in results])
+        assert len(found) and 0 <= found.min() and found.max() <= 1
+        return [r.pred_instances.scores for r in results]
 
     default = scores()  # alpha = 1.5
-    uniform_key = scores('model.test_cfg.rcnn.tde_alpha=0.0')
-    head_key = scores('model.roi_head.bbox_head.alpha=0.0')
+    uniform_key = scores(**{'model.test_cfg.rcnn.tde_alpha': 0.0})
+    head_key = scores(**{'model.roi_head.bbox_head.alpha': 0.0})
     assert any(not torch.equal(a, b) for a, b in zip(default, uniform_key))
     for a, b in zip(uniform_key, head_key):
         assert torch.equal(a, b)

@@ -19,7 +19,7 @@ from conftest import build_config_model
 from mmdet_longtail.datasets import get_class_statistics
 from mmdet_longtail.evaluation import LongTailLVISMetric
 from mmdet_longtail.evaluation.analysis import bin_labels, instance_bins
-from mmdet_longtail.evaluation.synthetic_detections import make_detections
+from synthetic_detections import make_detections
 
 
 def read_csv(path: str) -> list:

@@ -1,18 +1,19 @@
 """tools/model_zoo.py: paper-vs-ours tables from metafiles and work dirs.
 
 A metafile written here, a work dir holding the json the metric wrote (an
-mmengine test result), a val-only work dir, a broken metafile, and a real
-``--run`` of a tiny config (train, test, then skipped as finished).
+mmengine test result), a val-only work dir, a broken metafile, and ``--run``
+with its train and test commands recorded (train, test, then skipped as
+finished); the tool's one subprocess run is the first test.
 """
-import glob
 import json
 import os
 import os.path as osp
+import subprocess
 import sys
 
 import pytest
 
-from conftest import FAST_CFG_OPTIONS, REPO_ROOT
+from conftest import REPO_ROOT
 
 sys.path.insert(0, osp.join(REPO_ROOT, 'tools'))
 import model_zoo  # noqa: E402
@@ -129,30 +130,54 @@ def test_tables_paper_vs_ours(run_tool, zoo, tmp_path):
     assert not_run['paper'] == ['-'] * 5 and not_run['ours'] == ['-'] * 5
 
 
-def test_ours_equal_the_metric_of_a_real_run(run_tool, tmp_path):
-    """--run trains and tests a tiny config; the table shows the numbers
-    the metric logged; a second --run skips it."""
-    metafile = tmp_path / 'metafile.yml'
-    metafile.write_text(METAFILE)
+def test_run_trains_tests_then_skips(zoo, tmp_path, monkeypatch, capsys):
+    """--run issues train.py (resuming, with the options) then test.py on
+    the checkpoint training left; the table shows what the test run's
+    metric logged; a second --run skips the tested model. The commands are
+    recorded, not run: that train.py and test.py work, and that what
+    test.py writes is what the table reads, test_train_test.py checks."""
+    metafile, _, _ = zoo
     work = str(tmp_path / 'runs')
-    args = ['model_zoo.py', '--metafiles', str(metafile), '--work-dirs', work,
-            '--models', 'faster-tiny', '--digits', '4', '--run',
-            '--cfg-options', *FAST_CFG_OPTIONS]
-    proc = run_tool(*args)
-    assert '[train]' in proc.stdout and '[test]' in proc.stdout
     work_dir = osp.join(work, 'faster-rcnn_r18-tiny_fpn_12e_synthetic-lvis')
-    (result, ) = glob.glob(osp.join(work_dir, '2*', '2*.json'))
-    with open(result) as f:
-        logged = json.load(f)
-    ours = table_rows(proc.stdout, 'faster-tiny')['ours']
-    assert ours[0] == f'{100 * logged["lvis/bbox_AP"]:.4f}'
-    assert ours[1] == f'{100 * logged["lvis/bbox_APr"]:.4f}' \
-        if logged['lvis/bbox_APr'] >= 0 else '-'
-    assert ours[4] == ours[0]  # APb of a box-only model
+    logged = dict(METRIC, **{'lvis/bbox_APr': -1.0})
+    issued = []
 
-    again = run_tool(*args)
-    assert '[skip] faster-tiny' in again.stdout
-    assert '[train]' not in again.stdout
+    def fake_run(cmd, cwd, env):
+        issued.append(cmd)
+        if osp.basename(cmd[1]) == 'train.py':
+            os.makedirs(work_dir)
+            with open(osp.join(work_dir, 'epoch_1.pth'), 'w'):
+                pass
+            with open(osp.join(work_dir, 'last_checkpoint'), 'w') as f:
+                f.write(osp.join(work_dir, 'epoch_1.pth'))
+        else:  # as mmengine's test run logs the metric
+            os.makedirs(osp.join(work_dir, '20260101_120000'))
+            with open(osp.join(work_dir, '20260101_120000',
+                               '20260101_120000.json'), 'w') as f:
+                json.dump(logged, f)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(model_zoo.subprocess, 'run', fake_run)
+    args = ['--metafiles', metafile, '--work-dirs', work, '--models',
+            'faster-tiny', '--digits', '4', '--run', '--cfg-options', 'a=1']
+    assert model_zoo.main(args) == 0
+    out = capsys.readouterr().out
+    assert '[train]' in out and '[test]' in out
+    train, test = issued
+    assert train == [sys.executable, osp.join(REPO_ROOT, 'tools', 'train.py'),
+                     TINY, '--work-dir', work_dir, '--resume',
+                     '--cfg-options', 'a=1']
+    assert test == [sys.executable, osp.join(REPO_ROOT, 'tools', 'test.py'),
+                    TINY, osp.join(work_dir, 'epoch_1.pth'), '--work-dir',
+                    work_dir, '--cfg-options', 'a=1']
+    ours = table_rows(out, 'faster-tiny')['ours']
+    # box-only model: its bbox numbers; APr -1 (not evaluable) -> '-'
+    assert ours == ['23.4500', '-', '20.0000', '30.0000', '23.4500']
+
+    assert model_zoo.main(args) == 0
+    again = capsys.readouterr().out
+    assert '[skip] faster-tiny' in again and '[train]' not in again
+    assert len(issued) == 2
 
 
 def test_dry_run_commands(tmp_path):

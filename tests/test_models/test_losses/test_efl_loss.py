@@ -14,10 +14,10 @@ import os.path as osp
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn as nn
 
 from mmdet.models.losses import FocalLoss
+from ddp import run_ddp
 from mmdet_longtail.models.losses.efl_loss import EFL, equalized_focal_loss
 
 GAMMA_B, SCALE, ALPHA = 2.0, 8.0, 0.25
@@ -399,13 +399,8 @@ def test_checkpoint_round_trip(tmp_path):
 DDP_STEPS = 3
 
 
-def _ddp_worker(rank: int, world_size: int, init_file: str,
-                out_dir: str) -> None:
+def _ddp_worker(rank: int, world_size: int, out_dir: str) -> None:
     from torch.nn.parallel import DistributedDataParallel
-    torch.set_num_threads(1)  # 2 processes on a 2-core CI machine
-    dist.init_process_group(
-        'gloo', init_method=f'file://{init_file}', rank=rank,
-        world_size=world_size)
     torch.manual_seed(0)  # same weights on every rank
     head = TwoLevelHead()
     # as mmengine wraps models: buffers are not broadcast
@@ -433,16 +428,10 @@ def _ddp_worker(rank: int, world_size: int, init_file: str,
     # free the DDP reducer while its process group is alive (freeing it
     # afterwards can hang at exit)
     del model, optim
-    dist.barrier()
-    dist.destroy_process_group()
 
 
 def test_ddp_two_processes_keep_identical_summed_statistics(tmp_path):
-    mp.spawn(
-        _ddp_worker,
-        args=(2, str(tmp_path / 'rendezvous'), str(tmp_path)),
-        nprocs=2,
-        join=True)
+    run_ddp(_ddp_worker, 2, str(tmp_path))
     ranks = [torch.load(str(tmp_path / f'{r}.pth')) for r in range(2)]
     # each rank saw different data ...
     assert not torch.allclose(ranks[0]['local'][0], ranks[1]['local'][0])

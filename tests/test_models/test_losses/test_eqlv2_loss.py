@@ -8,11 +8,11 @@ import os.path as osp
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn as nn
 import torch.nn.functional as F
 
 from mmdet.models.losses import EQLV2Loss
+from ddp import run_ddp
 from mmdet_longtail.models.losses.eqlv2_loss import EQLv2, eqlv2_weights
 
 # a = ln 3: sigmoid(a) = 0.75, sigmoid(-a) = 0.25, sigmoid(0) = 0.5
@@ -342,12 +342,8 @@ def rank_batch(rank: int, step: int) -> tuple:
     return feats, labels
 
 
-def _ddp_worker(rank: int, world_size: int, init_file: str,
-                out_dir: str) -> None:
+def _ddp_worker(rank: int, world_size: int, out_dir: str) -> None:
     from torch.nn.parallel import DistributedDataParallel
-    dist.init_process_group(
-        'gloo', init_method=f'file://{init_file}', rank=rank,
-        world_size=world_size)
     torch.manual_seed(0)  # same weights on every rank
     net = LinearWithEQLv2()
     model = DistributedDataParallel(net, broadcast_buffers=False)
@@ -360,16 +356,10 @@ def _ddp_worker(rank: int, world_size: int, init_file: str,
                 for k, v in net.loss_cls.state_dict().items()},
                osp.join(out_dir, f'{rank}.pth'))
     del model, optim
-    dist.barrier()
-    dist.destroy_process_group()
 
 
 def test_ddp_two_processes_keep_identical_summed_statistics(tmp_path):
-    mp.spawn(
-        _ddp_worker,
-        args=(2, str(tmp_path / 'rendezvous'), str(tmp_path)),
-        nprocs=2,
-        join=True)
+    run_ddp(_ddp_worker, 2, str(tmp_path))
     ranks = [torch.load(str(tmp_path / f'{r}.pth')) for r in range(2)]
     # the ranks saw different RoIs ...
     assert not torch.equal(rank_batch(0, 0)[0], rank_batch(1, 0)[0])

@@ -1,5 +1,6 @@
-"""Generated LVIS ground truth and detections for evaluation tests and
-benchmarks (no images are rendered).
+"""Test fixture (not part of the package): generated LVIS ground truth and
+detections for the evaluation tests and benchmarks/bench_lvis_eval.py (no
+images are rendered).
 
 * :func:`make_lvis_eval_gt` writes an LVIS-val-shaped annotation dict: a
   few positive categories per image (Zipf-distributed, so some categories

@@ -1,0 +1,292 @@
+"""Every tiny synthetic framework x method, in process: the config builds,
+one training step on two images of the synthetic set (through the config's
+own train pipeline) gives finite losses whose gradients reach the
+classifier and updates the method's state, and one prediction on two val
+images (through the test pipeline) gives valid detections.
+
+This is the framework matrix that used to train and test each config in
+tools/train.py and tools/test.py subprocesses; those tools keep one
+subprocess smoke each (tests/test_tools/test_train_test.py). The probes
+also check how each method scores at test time:
+
+* EQL / EQLv2: the classifier weights set to zero and the biases to chosen
+  logits ``b`` give every RoI the logits ``b`` (Cascade / HTC average equal
+  stage logits), so each detection of class c carries ``activation(b)_c``:
+  ``sigmoid(b_c)`` for EQL, ``sigmoid(b_c) (1 - sigmoid(b_bg))`` for EQLv2,
+  neither the softmax of mmdet's heads.
+* EFL (RetinaNet, ATSS): the best score equals the best sigmoid of the raw
+  head outputs (ATSS times the sigmoid of its centerness), not the softmax.
+"""
+import os.path as osp
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO_ROOT, build_config_model
+
+NUM_CLASSES = 30
+TWO_STAGE = ('faster-rcnn', 'mask-rcnn', 'cascade-mask-rcnn',
+             'htc-without-semantic')
+CONFIGS = {
+    **{('baseline', f): f'configs/lvis/{f}_r18-tiny_fpn_12e_synthetic-lvis.py'
+       for f in TWO_STAGE},
+    **{(m, f): f'configs/{m}/{f}_r18-tiny_fpn_{m}_12e_synthetic-lvis.py'
+       for m in ('eql', 'eqlv2', 'bags', 'tde') for f in TWO_STAGE},
+    ('efl', 'retinanet'):
+    'configs/efl/retinanet_r18-tiny_fpn_efl_12e_synthetic-lvis.py',
+    ('efl', 'atss'): 'configs/efl/atss_r18-tiny_fpn_efl_12e_synthetic-lvis.py',
+}
+CLASSIFIERS = ('fc_cls', 'retina_cls', 'atss_cls')
+EFL_STATS = ('pos_grad', 'neg_grad', 'pos_neg')
+
+
+def seed_everything(seed: int = 0) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def build(config: str, data_root: str, monkeypatch, **test_cfg):
+    from mmengine.config import Config
+    from mmdet.registry import DATASETS
+    from mmdet.utils import register_all_modules
+    import mmdet_longtail  # noqa: F401
+    register_all_modules()
+    monkeypatch.setenv('MMLT_SYNTHETIC_ROOT', data_root)
+    cfg = Config.fromfile(osp.join(REPO_ROOT, config))
+    for key, value in test_cfg.items():
+        cfg.merge_from_dict({f'model.test_cfg.{key}': value})
+    seed_everything()
+    model = build_config_model(cfg)
+    model.init_weights()
+    train = DATASETS.build(cfg.train_dataloader.dataset)
+    test = DATASETS.build(cfg.test_dataloader.dataset)
+    return model, train, test
+
+
+def batch(model, dataset, training: bool, indices=(0, 1)) -> dict:
+    from mmengine.dataset import pseudo_collate
+    return model.data_preprocessor(
+        pseudo_collate([dataset[i] for i in indices]), training)
+
+
+def classifiers(model) -> list:
+    return [(name, m) for name, m in model.named_modules()
+            if name.rsplit('.', 1)[-1] in CLASSIFIERS]
+
+
+def train_step(model, dataset) -> dict:
+    """One SGD step on two training images; the losses."""
+    seed_everything()
+    model.train()
+    losses = model(**batch(model, dataset, True), mode='loss')
+    total = sum(v.sum() if isinstance(v, torch.Tensor) else sum(v)
+                for k, v in losses.items() if 'loss' in k)
+    for key, value in losses.items():
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            assert torch.isfinite(torch.as_tensor(v)).all(), (key, value)
+    optim = torch.optim.SGD(model.parameters(), lr=0.01)
+    optim.zero_grad()
+    total.backward()
+    found = classifiers(model)
+    assert found, 'no classifier layer'
+    for name, layer in found:
+        grad = layer.weight.grad
+        assert grad is not None, f'no gradient reached {name}'
+        assert torch.isfinite(grad).all() and grad.abs().sum() > 0, name
+    optim.step()
+    return losses
+
+
+def predict(model, dataset, indices=(0, 1)) -> list:
+    model.eval()
+    with torch.no_grad():
+        results = model(**batch(model, dataset, False, indices),
+                        mode='predict')
+    assert len(results) == len(indices)
+    for res in results:
+        pred = res.pred_instances
+        n = len(pred.labels)
+        assert pred.bboxes.shape == (n, 4) and pred.scores.shape == (n, )
+        assert torch.isfinite(pred.bboxes).all()
+        if n:
+            assert 0 <= int(pred.labels.min()) and \
+                int(pred.labels.max()) < NUM_CLASSES
+            assert 0 <= float(pred.scores.min()) and \
+                float(pred.scores.max()) <= 1
+        if 'masks' in pred:
+            assert pred.masks.shape[0] == n
+    return results
+
+
+def stages(framework: str) -> int:
+    return 3 if framework in ('cascade-mask-rcnn',
+                              'htc-without-semantic') else 1
+
+
+@pytest.mark.parametrize('method,framework', sorted(CONFIGS),
+                         ids=lambda v: v)
+def test_one_train_step_and_one_prediction(synthetic_root, monkeypatch,
+                                           method, framework):
+    model, train, test = build(CONFIGS[method, framework], synthetic_root,
+                               monkeypatch)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    losses = train_step(model, train)
+    assert any(k.split('.')[-1] == 'loss_cls' for k in losses), sorted(losses)
+    if framework in ('mask-rcnn', 'cascade-mask-rcnn',
+                     'htc-without-semantic'):
+        assert any(k.endswith('loss_mask') for k in losses), sorted(losses)
+    after = model.state_dict()
+    n = stages(framework)
+    if method == 'eql':  # the head logs the loss's own accuracy
+        assert any('acc_classes' in k for k in losses), sorted(losses)
+    if method == 'eqlv2':
+        assert any('acc_objectness' in k for k in losses), sorted(losses)
+        buffers = {k: v for k, v in after.items()
+                   if k.rsplit('.', 1)[-1] in EFL_STATS}
+        assert len(buffers) == 3 * n
+        for name, value in buffers.items():
+            if name.endswith('pos_neg'):  # no ratio at its initial 100
+                assert bool((value < 100).all()), name
+            elif name.endswith('neg_grad'):
+                assert bool((value > 0).all()), name
+    if method == 'bags':
+        weights = [k for k in after if k.endswith('fc_cls.weight')]
+        assert len(weights) == n
+        # C + 1 + number of groups
+        assert all(after[k].shape[0] == NUM_CLASSES + 1 + 5 for k in weights)
+        # one "others" draw per iteration and stage
+        steps = [k for k in after if k.endswith('loss_cls.sampling_step')]
+        assert [int(after[k]) for k in steps] == [1] * n
+    if method == 'tde':
+        averages = [v for k, v in sorted(after.items())
+                    if k.endswith('fc_cls.moving_average_feature')]
+        assert len(averages) == n
+        for e in averages:  # updated from the foreground RoIs
+            assert e.shape == (128, ) and e.norm() > 0
+    if method == 'efl':
+        assert ('loss_centerness' in losses) == (framework == 'atss')
+        pos, neg, ratio = (after[f'bbox_head.loss_cls.{s}']
+                           for s in EFL_STATS)
+        assert pos.shape == neg.shape == ratio.shape == (NUM_CLASSES, )
+        assert torch.isfinite(pos).all() and torch.isfinite(neg).all()
+        assert float(pos.sum()) > 0 and float(neg.min()) > 0
+        torch.testing.assert_close(ratio,
+                                   (pos / (neg + 1e-10)).clamp(0, 1))
+    # the step changed the classifier
+    for name, _ in classifiers(model):
+        assert not torch.equal(after[name + '.weight'],
+                               state[name + '.weight']), name
+    predict(model, test)
+
+
+@pytest.mark.parametrize('method,framework',
+                         [('eqlv2', 'faster-rcnn'), ('efl', 'retinanet')],
+                         ids=lambda v: v)
+def test_loss_statistics_resume_with_the_state_dict(synthetic_root,
+                                                    monkeypatch, method,
+                                                    framework):
+    """The statistics are part of the checkpoint: a fresh model loading it
+    continues exactly as the model that never stopped (what --resume needs;
+    tests/test_tools/test_train_test.py resumes EQLv2 through train.py)."""
+    config = CONFIGS[method, framework]
+    model, train, _ = build(config, synthetic_root, monkeypatch)
+    train_step(model, train)
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    names = sorted(k for k in saved if k.rsplit('.', 1)[-1] in EFL_STATS)
+    assert len(names) == 3
+    restored, _, _ = build(config, synthetic_root, monkeypatch)
+    assert not torch.equal(restored.state_dict()[names[1]], saved[names[1]])
+    restored.load_state_dict(saved)
+    train_step(model, train)
+    train_step(restored, train)
+    for name in names:
+        assert torch.equal(restored.state_dict()[name],
+                           model.state_dict()[name]), name
+        # the second step added to the restored statistics (EFL's ratio
+        # is clamped to [0, 1], and may stay at its bounds)
+        if method == 'eqlv2' or not name.endswith('pos_neg'):
+            assert not torch.equal(model.state_dict()[name],
+                                   saved[name]), name
+    neg = next(n for n in names if n.endswith('neg_grad'))
+    assert bool((model.state_dict()[neg] >= saved[neg]).all())
+
+
+# ----------------------------------------------------- test-time scoring
+def probe_logits(loss: str) -> torch.Tensor:
+    """Distinct logits per class (in a shuffled order) and, for EQLv2, an
+    objectness logit of 0.4."""
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.linspace(-5., 1., NUM_CLASSES)[torch.randperm(
+        NUM_CLASSES, generator=gen)]
+    if loss == 'eqlv2':
+        logits = torch.cat([logits, torch.tensor([0.4])])
+    return logits
+
+
+def expected_scores(loss: str, logits: torch.Tensor) -> torch.Tensor:
+    if loss == 'eql':
+        return logits.sigmoid()
+    return logits[:-1].sigmoid() * (1 - logits[-1].sigmoid())
+
+
+@pytest.mark.parametrize(
+    'method,framework',
+    sorted(k for k in CONFIGS if k[0] in ('eql', 'eqlv2')),
+    ids=lambda v: v)
+def test_eql_scores_with_the_loss_activation(synthetic_root, monkeypatch,
+                                             method, framework):
+    # the probe scores every RoI high for every class: cap the detections
+    # (and the masks computed for them)
+    model, train, test = build(CONFIGS[method, framework], synthetic_root,
+                               monkeypatch, **{'rcnn.max_per_img': 20})
+    logits = probe_logits(method)
+    layers = [m for _, m in classifiers(model)]
+    assert len(layers) == stages(framework)
+    with torch.no_grad():
+        for layer in layers:
+            assert layer.bias.shape == logits.shape
+            layer.weight.zero_()
+            layer.bias.copy_(logits)
+    expected = expected_scores(method, logits)
+    results = predict(model, test, indices=(0, 1, 2, 3))
+    num_dets = 0
+    for res in results:
+        labels, scores = res.pred_instances.labels, res.pred_instances.scores
+        num_dets += len(labels)
+        torch.testing.assert_close(scores, expected[labels])
+    assert num_dets > 0
+
+
+@pytest.mark.parametrize('framework', ['retinanet', 'atss'])
+def test_efl_scores_with_the_sigmoid(synthetic_root, monkeypatch,
+                                     framework):
+    """Every (anchor, class) pair above score_thr reaches NMS, so the best
+    detection is the best score over all anchors."""
+    model, train, test = build(CONFIGS['efl', framework], synthetic_root,
+                               monkeypatch, nms_pre=100000)
+    train_step(model, train)
+    (result, ) = predict(model, test, indices=(0, ))
+    model.eval()
+    with torch.no_grad():
+        outs = model.bbox_head(model.extract_feat(
+            batch(model, test, False, (0, ))['inputs']))
+    logits = torch.cat([s.permute(0, 2, 3, 1).reshape(-1, NUM_CLASSES)
+                        for s in outs[0]])
+    factor = 1.0
+    if len(outs) == 3:  # ATSS centerness
+        factor = torch.cat([c.permute(0, 2, 3, 1).reshape(-1, 1)
+                            for c in outs[2]]).sigmoid()
+    best = float(result.pred_instances.scores.max())
+    assert best == pytest.approx(float((logits.sigmoid() * factor).max()),
+                                 rel=1e-4)
+    assert best != pytest.approx(float((logits.softmax(-1) * factor).max()),
+                                 rel=1e-2)
+
+
+def test_every_config_of_the_matrix_exists():
+    for key, path in CONFIGS.items():
+        assert osp.isfile(osp.join(REPO_ROOT, path)), (key, path)
