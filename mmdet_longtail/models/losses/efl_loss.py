@@ -99,12 +99,14 @@ def equalized_focal_loss(pred: Tensor,
     pred = upcast_half(pred)
     y = efl_targets(target, pred.size(1)).to(pred.dtype)
     gamma, weighting = gamma.to(pred), weighting.to(pred)
-    p = torch.sigmoid(pred)
-    p_t = p * y + (1 - p) * (1 - y)
     alpha_t = alpha * y + (1 - alpha) * (1 - y)
     # -log p_t, from the logits: exact where p_t itself underflows
     nll = F.binary_cross_entropy_with_logits(pred, y, reduction='none')
-    loss = alpha_t * weighting * (1 - p_t)**gamma * nll
+    # (1 - p_t) ** gamma_j as exp(gamma_j * log(1 - p_t)), log(1 - p_t) from
+    # the logits: where 1 - p_t rounds to 0, a power gamma_j < 1 would have
+    # an infinite derivative (NaN gradients), this form a finite one
+    modulating = torch.exp(gamma * F.logsigmoid(pred * (1 - 2 * y)))
+    loss = alpha_t * weighting * modulating * nll
     if weight is not None:
         loss = loss * weight.reshape(pred.size(0), -1).to(pred)
     if reduction == 'none':

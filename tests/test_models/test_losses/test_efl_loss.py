@@ -258,6 +258,26 @@ def test_analytic_derivative_is_exact_for_extreme_logits():
                                atol=1e-7)
 
 
+def test_focusing_below_one_keeps_gradients_finite_where_p_t_is_one():
+    """gamma_j < 1 (gamma_b = 0.5): where 1 - p_t rounds to 0 the power's
+    derivative is infinite, the exp-log form's is the true (tiny) one."""
+    x = torch.tensor([[40.0, -40.0], [0.3, -0.2]], dtype=torch.float64,
+                     requires_grad=True)
+    target = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    gamma = torch.tensor([0.5, 0.75], dtype=torch.float64)
+    loss = equalized_focal_loss(x, target, gamma, gamma / 0.5,
+                                reduction='none')
+    loss.sum().backward()
+    assert torch.isfinite(x.grad).all()
+    # the well-conditioned row equals the formula written with p_t
+    p = torch.sigmoid(x.detach()[1])
+    p_t = torch.where(target[1] > 0, p, 1 - p)
+    alpha_t = torch.where(target[1] > 0, 0.25, 0.75)
+    expected = alpha_t * gamma / 0.5 * (1 - p_t)**gamma * -torch.log(p_t)
+    torch.testing.assert_close(loss[1].detach(), expected, rtol=1e-12,
+                               atol=0)
+
+
 def test_equals_mmdet_focal_loss_at_initial_ratio():
     """g = 1 everywhere (the start of training): gamma_j = gamma_b and the
     weighting is 1, so EFL is mmdet's sigmoid focal loss."""
