@@ -236,7 +236,7 @@ def dataset_instance_labels(dataset) -> InstanceLabels:
     ``instances``, ``dataset.get_cat_ids(idx)``. An initialised
     :class:`mmengine.dataset.BaseDataset` that keeps its ``data_list`` (not
     serialised) is read in place; otherwise every image is read once through
-    ``get_data_info`` (see :func:`full_init_reading_labels` to avoid that).
+    ``get_data_info``.
     """
     classes = dataset_classes(dataset)
     source = describe_dataset(dataset)
@@ -272,32 +272,6 @@ def dataset_instance_labels(dataset) -> InstanceLabels:
         except NotImplementedError as e:  # mmengine's BaseDataset default
             raise no_labels from e
     return InstanceLabels.from_lists(per_image, len(classes), source)
-
-
-def full_init_reading_labels(dataset) -> InstanceLabels:
-    """``full_init()`` a dataset and read its labels on the way.
-
-    mmengine's ``BaseDataset.full_init`` serialises the data list (one pickle
-    per image), after which reading the labels means unpickling every image.
-    For a not yet initialised ``BaseDataset`` that serialises, this reads the
-    labels from the data list first and serialises afterwards, exactly as
-    ``full_init`` would. Any other dataset is initialised (if it can be) and
-    read with :func:`dataset_instance_labels`.
-    """
-    defer = (
-        getattr(dataset, 'serialize_data', False)
-        and getattr(dataset, '_fully_initialized', True) is False
-        and hasattr(dataset, '_serialize_data'))
-    if not defer:
-        if hasattr(dataset, 'full_init'):
-            dataset.full_init()
-        return dataset_instance_labels(dataset)
-    dataset.serialize_data = False
-    dataset.full_init()
-    labels = dataset_instance_labels(dataset)
-    dataset.data_bytes, dataset.data_address = dataset._serialize_data()
-    dataset.serialize_data = True
-    return labels
 
 
 @dataclass(frozen=True)
