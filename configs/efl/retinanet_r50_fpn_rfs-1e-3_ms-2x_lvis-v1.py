@@ -8,7 +8,7 @@ _base_ = [
     'mmdet::_base_/schedules/schedule_2x.py', '../_base_/default_runtime.py'
 ]
 model = dict(
-    bbox_head=dict(num_classes=1203),
+    bbox_head=dict(num_classes=_base_.num_classes),
     # LVIS: low score threshold, up to 300 detections per image
     test_cfg=dict(score_thr=0.0001, max_per_img=300))
 

@@ -10,7 +10,7 @@ _base_ = [
 eql_lambda = 0.08
 eql_loss = dict(
     type='EQLoss',
-    num_classes=_base_.num_synthetic_classes,
+    num_classes=_base_.num_classes,
     lambda_threshold=eql_lambda)
 model = dict(
     roi_head=dict(bbox_head=[

@@ -14,7 +14,7 @@ model = dict(
                 head,
                 in_channels=_base_.tiny_channels,
                 fc_out_channels=_base_.tiny_fc_channels,
-                num_classes=_base_.num_synthetic_classes)
+                num_classes=_base_.num_classes)
             for head in _base_.model.roi_head.bbox_head
         ],
         mask_roi_extractor=dict(out_channels=_base_.tiny_channels),
@@ -22,7 +22,7 @@ model = dict(
             num_convs=2,
             in_channels=_base_.tiny_channels,
             conv_out_channels=_base_.tiny_channels,
-            num_classes=_base_.num_synthetic_classes)),
+            num_classes=_base_.num_classes)),
     train_cfg=dict(
         **_base_.tiny_train_cfg,
         rcnn=[
