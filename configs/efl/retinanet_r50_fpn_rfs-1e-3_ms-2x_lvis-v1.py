@@ -35,9 +35,7 @@ test_pipeline = [
 train_dataloader = dict(
     dataset=dict(pipeline=train_pipeline),
     sampler=dict(
-        _delete_=True,
-        type='RFSSampler',
-        threshold=1e-3,
+        _delete_=True, type='RFSSampler', threshold=1e-3,
         rounding='ceil'))  # EFL's code rounds repeat factors up
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader

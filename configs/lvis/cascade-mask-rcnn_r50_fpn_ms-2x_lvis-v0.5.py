@@ -6,7 +6,8 @@ _base_ = [
 model = dict(
     roi_head=dict(
         bbox_head=[
-            dict(head, num_classes=_base_.num_classes) for head in _base_.model.roi_head.bbox_head
+            dict(head, num_classes=_base_.num_classes)
+            for head in _base_.model.roi_head.bbox_head
         ],
         mask_head=dict(num_classes=_base_.num_classes)),
     # LVIS allows up to 300 detections per image

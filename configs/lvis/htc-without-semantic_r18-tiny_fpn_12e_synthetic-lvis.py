@@ -3,7 +3,8 @@ _base_ = [
     '../_base_/models/htc-without-semantic_r50_fpn.py',
     '../_base_/models/tiny-r18_fpn.py',
     '../_base_/datasets/synthetic_lvis_instance.py',
-    '../_base_/schedules/schedule_synthetic.py', '../_base_/synthetic_runtime.py'
+    '../_base_/schedules/schedule_synthetic.py',
+    '../_base_/synthetic_runtime.py'
 ]
 model = dict(
     **_base_.tiny_model,
