@@ -9,7 +9,7 @@ model = dict(
             type='BAGSBBoxHead',
             loss_cls=dict(
                 type='GroupSoftmaxLoss',
-                num_classes=head['num_classes'],
+                num_classes=_base_.num_classes,
                 # 1..350 instances per class in the synthetic train sets:
                 # these bounds put classes into all four groups
                 group_bounds=(3, 8, 20)))

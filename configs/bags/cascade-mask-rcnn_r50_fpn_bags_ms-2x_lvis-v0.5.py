@@ -9,8 +9,7 @@ model = dict(
             type='BAGSBBoxHead',
             loss_cls=dict(
                 type='GroupSoftmaxLoss',
-                num_classes=head['num_classes'],
+                num_classes=_base_.num_classes,
                 group_bounds=(10, 100, 1000),
-                beta=8.0))
-        for head in _base_.model.roi_head.bbox_head
+                beta=8.0)) for head in _base_.model.roi_head.bbox_head
     ]))

@@ -9,6 +9,6 @@ model = dict(
             loss_cls=dict(
                 _delete_=True,
                 type='GroupSoftmaxLoss',
-                num_classes=_base_.model.roi_head.bbox_head.num_classes,
+                num_classes=_base_.num_classes,
                 group_bounds=(10, 100, 1000),
                 beta=8.0))))

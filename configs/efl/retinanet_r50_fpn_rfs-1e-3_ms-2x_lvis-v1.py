@@ -8,7 +8,7 @@ _base_ = [
     'mmdet::_base_/schedules/schedule_2x.py', '../_base_/default_runtime.py'
 ]
 model = dict(
-    bbox_head=dict(num_classes=1203),
+    bbox_head=dict(num_classes=_base_.num_classes),
     # LVIS: low score threshold, up to 300 detections per image
     test_cfg=dict(score_thr=0.0001, max_per_img=300))
 
@@ -35,9 +35,7 @@ test_pipeline = [
 train_dataloader = dict(
     dataset=dict(pipeline=train_pipeline),
     sampler=dict(
-        _delete_=True,
-        type='RFSSampler',
-        threshold=1e-3,
+        _delete_=True, type='RFSSampler', threshold=1e-3,
         rounding='ceil'))  # EFL's code rounds repeat factors up
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader

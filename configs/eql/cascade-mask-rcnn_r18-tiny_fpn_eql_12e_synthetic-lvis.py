@@ -8,9 +8,7 @@ _base_ = [
 # frequency below 0.08 (0.068 and less), its frequent ones 0.085 and more
 eql_lambda = 0.08
 eql_loss = dict(
-    type='EQLoss',
-    num_classes=_base_.num_synthetic_classes,
-    lambda_threshold=eql_lambda)
+    type='EQLoss', num_classes=_base_.num_classes, lambda_threshold=eql_lambda)
 model = dict(
     roi_head=dict(bbox_head=[
         dict(

@@ -13,6 +13,6 @@ model = dict(
             loss_cls=dict(
                 _delete_=True,
                 type='EQLoss',
-                num_classes=_base_.num_synthetic_classes,
+                num_classes=_base_.num_classes,
                 lambda_threshold=eql_lambda),
             init_cfg=_base_.sigmoid_bbox_head_init_cfg)))

@@ -9,9 +9,7 @@ _base_ = [
 
 eql_lambda = 1.1e-3
 eql_loss = dict(
-    type='EQLoss',
-    num_classes=1203,
-    lambda_threshold=eql_lambda)
+    type='EQLoss', num_classes=_base_.num_classes, lambda_threshold=eql_lambda)
 model = dict(
     roi_head=dict(bbox_head=[
         dict(

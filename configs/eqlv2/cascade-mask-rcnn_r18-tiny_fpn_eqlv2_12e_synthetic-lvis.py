@@ -9,7 +9,7 @@ _base_ = [
 
 eqlv2_loss = dict(
     type='EQLv2',
-    num_classes=_base_.num_synthetic_classes,
+    num_classes=_base_.num_classes,
     gamma=12.0,
     mu=0.8,
     alpha=4.0)

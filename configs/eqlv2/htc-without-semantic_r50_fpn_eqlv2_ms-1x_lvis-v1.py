@@ -8,7 +8,11 @@ _base_ = [
 ]
 
 eqlv2_loss = dict(
-    type='EQLv2', num_classes=1203, gamma=12.0, mu=0.8, alpha=4.0)
+    type='EQLv2',
+    num_classes=_base_.num_classes,
+    gamma=12.0,
+    mu=0.8,
+    alpha=4.0)
 model = dict(
     roi_head=dict(bbox_head=[
         dict(

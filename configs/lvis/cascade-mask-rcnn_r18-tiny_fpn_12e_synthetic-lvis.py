@@ -3,7 +3,8 @@ _base_ = [
     'mmdet::_base_/models/cascade-mask-rcnn_r50_fpn.py',
     '../_base_/models/tiny-r18_fpn.py',
     '../_base_/datasets/synthetic_lvis_instance.py',
-    '../_base_/schedules/schedule_synthetic.py', '../_base_/synthetic_runtime.py'
+    '../_base_/schedules/schedule_synthetic.py',
+    '../_base_/synthetic_runtime.py'
 ]
 model = dict(
     **_base_.tiny_model,
@@ -14,7 +15,7 @@ model = dict(
                 head,
                 in_channels=_base_.tiny_channels,
                 fc_out_channels=_base_.tiny_fc_channels,
-                num_classes=_base_.num_synthetic_classes)
+                num_classes=_base_.num_classes)
             for head in _base_.model.roi_head.bbox_head
         ],
         mask_roi_extractor=dict(out_channels=_base_.tiny_channels),
@@ -22,7 +23,7 @@ model = dict(
             num_convs=2,
             in_channels=_base_.tiny_channels,
             conv_out_channels=_base_.tiny_channels,
-            num_classes=_base_.num_synthetic_classes)),
+            num_classes=_base_.num_classes)),
     train_cfg=dict(
         **_base_.tiny_train_cfg,
         rcnn=[

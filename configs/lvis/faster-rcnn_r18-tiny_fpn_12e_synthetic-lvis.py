@@ -3,7 +3,8 @@ _base_ = [
     'mmdet::_base_/models/faster-rcnn_r50_fpn.py',
     '../_base_/models/tiny-r18_fpn.py',
     '../_base_/datasets/synthetic_lvis_instance.py',
-    '../_base_/schedules/schedule_synthetic.py', '../_base_/synthetic_runtime.py'
+    '../_base_/schedules/schedule_synthetic.py',
+    '../_base_/synthetic_runtime.py'
 ]
 model = dict(
     **_base_.tiny_model,
@@ -12,7 +13,7 @@ model = dict(
         bbox_head=dict(
             in_channels=_base_.tiny_channels,
             fc_out_channels=_base_.tiny_fc_channels,
-            num_classes=_base_.num_synthetic_classes)),
+            num_classes=_base_.num_classes)),
     train_cfg=dict(**_base_.tiny_train_cfg, rcnn=dict(sampler=dict(num=128))),
     test_cfg=_base_.tiny_test_cfg)
 val_evaluator = dict(metric='bbox')

@@ -4,7 +4,7 @@ _base_ = [
     'mmdet::_base_/schedules/schedule_1x.py', '../_base_/default_runtime.py'
 ]
 model = dict(
-    roi_head=dict(bbox_head=dict(num_classes=1203)),
+    roi_head=dict(bbox_head=dict(num_classes=_base_.num_classes)),
     # LVIS allows up to 300 detections per image
     test_cfg=dict(rcnn=dict(score_thr=0.0001, max_per_img=300)))
 val_evaluator = dict(metric='bbox')

@@ -6,10 +6,12 @@ _base_ = [
 model = dict(
     roi_head=dict(
         bbox_head=[
-            dict(head, num_classes=1230) for head in _base_.model.roi_head.bbox_head
+            dict(head, num_classes=_base_.num_classes)
+            for head in _base_.model.roi_head.bbox_head
         ],
         mask_head=[
-            dict(head, num_classes=1230) for head in _base_.model.roi_head.mask_head
+            dict(head, num_classes=_base_.num_classes)
+            for head in _base_.model.roi_head.mask_head
         ]),
     # LVIS allows up to 300 detections per image
     test_cfg=dict(rcnn=dict(score_thr=0.0001, max_per_img=300)))

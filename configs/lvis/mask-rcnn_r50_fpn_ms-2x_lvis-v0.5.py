@@ -5,6 +5,7 @@ _base_ = [
 ]
 model = dict(
     roi_head=dict(
-        bbox_head=dict(num_classes=1230), mask_head=dict(num_classes=1230)),
+        bbox_head=dict(num_classes=_base_.num_classes),
+        mask_head=dict(num_classes=_base_.num_classes)),
     # LVIS allows up to 300 detections per image
     test_cfg=dict(rcnn=dict(score_thr=0.0001, max_per_img=300)))

@@ -10,7 +10,7 @@ model = dict(
     backbone=_base_.tiny_model.backbone,
     neck=_base_.tiny_model.neck,
     bbox_head=dict(
-        num_classes=_base_.num_synthetic_classes,
+        num_classes=_base_.num_classes,
         in_channels=_base_.tiny_channels,
         feat_channels=_base_.tiny_channels),
     test_cfg=dict(score_thr=0.0001, max_per_img=100))

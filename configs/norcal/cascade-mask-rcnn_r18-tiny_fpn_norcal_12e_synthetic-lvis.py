@@ -11,7 +11,7 @@ model = dict(
             loss_cls=dict(
                 _base_.model.roi_head.bbox_head[-1].loss_cls,
                 type='CalibratedCrossEntropyLoss',
-                num_classes=_base_.num_synthetic_classes,
+                num_classes=_base_.num_classes,
                 gamma=norcal_gamma,
                 method='gamma'))
     ]))

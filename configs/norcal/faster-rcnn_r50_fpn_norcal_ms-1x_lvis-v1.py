@@ -10,6 +10,6 @@ model = dict(
         bbox_head=dict(
             loss_cls=dict(
                 type='CalibratedCrossEntropyLoss',
-                num_classes=1203,
+                num_classes=_base_.num_classes,
                 gamma=norcal_gamma,
                 method='gamma'))))

@@ -7,6 +7,6 @@ model = dict(
         bbox_head=dict(
             loss_cls=dict(
                 type='CalibratedCrossEntropyLoss',
-                num_classes=_base_.num_synthetic_classes,
+                num_classes=_base_.num_classes,
                 gamma=norcal_gamma,
                 method='gamma'))))

@@ -13,5 +13,5 @@ model = dict(
                 type='SeesawLoss',
                 p=0.8,
                 q=2.0,
-                num_classes=_base_.num_synthetic_classes,
+                num_classes=_base_.num_classes,
                 loss_weight=1.0))))

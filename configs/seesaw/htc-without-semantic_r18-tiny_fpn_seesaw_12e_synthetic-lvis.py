@@ -8,7 +8,7 @@ seesaw_loss = dict(
     type='SeesawLoss',
     p=0.8,
     q=2.0,
-    num_classes=_base_.num_synthetic_classes,
+    num_classes=_base_.num_classes,
     loss_weight=1.0)
 model = dict(
     roi_head=dict(bbox_head=[

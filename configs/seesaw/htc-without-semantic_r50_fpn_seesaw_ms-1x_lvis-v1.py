@@ -5,7 +5,11 @@
 _base_ = '../lvis/htc-without-semantic_r50_fpn_ms-1x_lvis-v1.py'
 
 seesaw_loss = dict(
-    type='SeesawLoss', p=0.8, q=2.0, num_classes=1203, loss_weight=1.0)
+    type='SeesawLoss',
+    p=0.8,
+    q=2.0,
+    num_classes=_base_.num_classes,
+    loss_weight=1.0)
 model = dict(
     roi_head=dict(bbox_head=[
         dict(

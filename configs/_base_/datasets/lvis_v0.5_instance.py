@@ -4,6 +4,8 @@
 _base_ = 'mmdet::_base_/datasets/lvis_v0.5_instance.py'
 
 dataset_type = 'LVISV05LTDataset'
+# every config's class count (heads, losses) comes from here
+num_classes = 1230
 data_root = 'data/lvis_v0.5/'
 
 # single-scale (1333, 800) training with flip, for recipes trained that way

@@ -3,6 +3,7 @@
 _base_ = './lvis_v0.5_instance.py'
 
 dataset_type = 'LVISV1LTDataset'
+num_classes = 1203
 data_root = 'data/lvis_v1/'
 
 train_dataloader = dict(

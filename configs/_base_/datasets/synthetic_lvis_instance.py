@@ -5,7 +5,7 @@ _base_ = './lvis_v1_instance.py'
 
 data_root = '{{$MMLT_SYNTHETIC_ROOT:data/synthetic_lvis/}}'
 image_scale = (128, 128)
-num_synthetic_classes = 30  # make_synthetic_lvis default
+num_classes = 30  # make_synthetic_lvis default
 
 train_pipeline = [
     dict(type='LoadImageFromFile'),
