@@ -71,9 +71,17 @@ SEESAW = ClassifierLayout(
         (dict(type='GroupSoftmaxLoss', num_classes=C,
               class_statistics=BAGS_COUNTS), BAGS),
         (dict(type='SeesawLoss', num_classes=C), SEESAW),
+        (dict(type='FederatedLoss', num_classes=C,
+              class_statistics=dict(image_count=[1] * C)), SIGMOID),
+        (dict(type='FRACALLoss', num_classes=C,
+              class_statistics=ClassStatistics.from_counts([1, 2, 3, 4, 5]),
+              fractal_dimensions=[1.0, 1.2, 1.4, 1.6, 1.8]), SOFTMAX),
+        (dict(type='FRACALLoss', num_classes=C, use_sigmoid=True,
+              class_statistics=ClassStatistics.from_counts([1, 2, 3, 4, 5]),
+              fractal_dimensions=[1.0, 1.2, 1.4, 1.6, 1.8]), SIGMOID),
     ],
     ids=['softmax', 'sigmoid-ce', 'eql', 'eqlv2', 'norcal', 'bags',
-         'seesaw'])
+         'seesaw', 'federated', 'fracal', 'fracal-sigmoid'])
 def test_box_head_layouts_by_hand(loss_cls, expected):
     head = box_head(loss_cls)
     layout = classifier_layout(head)

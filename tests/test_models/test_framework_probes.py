@@ -33,7 +33,8 @@ CONFIGS = {
     **{('baseline', f): f'configs/lvis/{f}_r18-tiny_fpn_12e_synthetic-lvis.py'
        for f in TWO_STAGE},
     **{(m, f): f'configs/{m}/{f}_r18-tiny_fpn_{m}_12e_synthetic-lvis.py'
-       for m in ('eql', 'eqlv2', 'bags', 'tde') for f in TWO_STAGE},
+       for m in ('eql', 'eqlv2', 'bags', 'tde', 'federated', 'fracal')
+       for f in TWO_STAGE},
     ('efl', 'retinanet'):
     'configs/efl/retinanet_r18-tiny_fpn_efl_12e_synthetic-lvis.py',
     ('efl', 'atss'): 'configs/efl/atss_r18-tiny_fpn_efl_12e_synthetic-lvis.py',
@@ -141,7 +142,7 @@ def test_one_train_step_and_one_prediction(synthetic_root, monkeypatch,
         assert any(k.endswith('loss_mask') for k in losses), sorted(losses)
     after = model.state_dict()
     n = stages(framework)
-    if method == 'eql':  # the head logs the loss's own accuracy
+    if method in ('eql', 'federated'):  # the loss's own accuracy
         assert any('acc_classes' in k for k in losses), sorted(losses)
     if method == 'eqlv2':
         assert any('acc_objectness' in k for k in losses), sorted(losses)

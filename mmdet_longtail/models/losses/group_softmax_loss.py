@@ -39,7 +39,6 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mmengine.dist import get_rank
 from mmengine.logging import print_log
 from torch import Tensor
 
@@ -48,7 +47,7 @@ from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import (StatisticsSource,
                                                  load_class_statistics)
 from .utils import (ClassifierInputs, ClassifierLayout, CustomClassifierMixin,
-                    check_reduction, upcast_half)
+                    SeededSampling, check_reduction, upcast_half)
 
 DEFAULT_GROUP_BOUNDS = (10, 100, 1000)
 
@@ -299,14 +298,8 @@ def sample_group_weights(group_targets: np.ndarray,
     return np.concatenate([keep * label_weights, label_weights[None]])
 
 
-def sampling_rng(base_seed: int, rank: int,
-                 step: int) -> np.random.Generator:
-    """Generator of one sampling step, keyed by (seed, rank, step)."""
-    return np.random.default_rng([base_seed, rank, step])
-
-
 @MODELS.register_module()
-class GroupSoftmaxLoss(CustomClassifierMixin, nn.Module):
+class GroupSoftmaxLoss(CustomClassifierMixin, SeededSampling, nn.Module):
     """Balanced Group Softmax loss for RoI classification (mmdet's
     custom-classifier protocol: ``custom_cls_channels``,
     ``get_cls_channels``, ``get_activation``, ``get_accuracy``).
@@ -355,7 +348,6 @@ class GroupSoftmaxLoss(CustomClassifierMixin, nn.Module):
         self.group_bounds = check_group_bounds(group_bounds)
         self.beta = float(beta)
         self.loss_weight = loss_weight
-        self.seed = seed
         self.stats = load_class_statistics(class_statistics, num_classes,
                                            'GroupSoftmaxLoss')
         self.layout = GroupLayout(
@@ -379,10 +371,7 @@ class GroupSoftmaxLoss(CustomClassifierMixin, nn.Module):
             'class_groups',
             torch.from_numpy(self.layout.group_of_class),
             persistent=False)
-        self.register_buffer('sampling_step',
-                             torch.zeros((), dtype=torch.long))
-        self._run_seed: Optional[int] = None
-        self._step: Optional[int] = None  # host copy of sampling_step
+        self.register_sampling_step(seed)
 
         self.inputs = ClassifierInputs(
             'GroupSoftmaxLoss', num_classes, self.layout.num_channels,
@@ -428,22 +417,6 @@ class GroupSoftmaxLoss(CustomClassifierMixin, nn.Module):
         """Top-1 accuracy of the merged (C + 1) scores."""
         return dict(acc=accuracy(self.get_activation(cls_score), labels))
 
-    def _next_rng(self) -> np.random.Generator:
-        if self._run_seed is None:
-            self._run_seed = (self.seed if self.seed is not None else
-                              torch.initial_seed())
-        if self._step is None:
-            self._step = int(self.sampling_step)
-        step = self._step
-        self._step += 1
-        self.sampling_step.fill_(self._step)
-        return sampling_rng(self._run_seed, get_rank(), step)
-
-    def _load_from_state_dict(self, *args, **kwargs) -> None:
-        # mmengine's checkpoint loader calls this (not load_state_dict)
-        super()._load_from_state_dict(*args, **kwargs)
-        self._step = None
-
     def forward(self,
                 cls_score: Tensor,
                 labels: Tensor,
@@ -470,7 +443,7 @@ class GroupSoftmaxLoss(CustomClassifierMixin, nn.Module):
             label_weights.detach().float().cpu().numpy()
         targets = self.target_table_np[:, labels_np]
         weights = sample_group_weights(targets, weights_np, self.beta,
-                                       self._next_rng())
+                                       self.next_sampling_rng())
         avg_factors = (weights > 0).sum(axis=1).astype(np.float32)
         if avg_factor is not None:
             avg_factors[-1] = float(avg_factor)

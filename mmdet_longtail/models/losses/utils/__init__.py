@@ -1,16 +1,18 @@
 """The parts every long-tail classification loss shares, one per file:
 input checks, reductions, the half-precision upcast, the BBoxHead
 custom-classifier protocol (with the classifier layout) and the gradient
-statistics of EQLv2 and EFL. Method files import from here, never from each
+statistics of EQLv2 and EFL and the seeded per-step sampling of BAGS and
+the federated loss. Method files import from here, never from each
 other."""
 from .custom_classifier import ClassifierLayout, CustomClassifierMixin
 from .gradient_statistics import GradientStatistics
 from .inputs import ClassifierInputs
 from .precision import upcast_half
 from .reduction import check_reduction, reduce_roi_losses
+from .sampling import SeededSampling, sampling_rng
 
 __all__ = [
     'ClassifierInputs', 'ClassifierLayout', 'CustomClassifierMixin',
-    'GradientStatistics', 'check_reduction', 'reduce_roi_losses',
-    'upcast_half'
+    'GradientStatistics', 'SeededSampling', 'check_reduction',
+    'reduce_roi_losses', 'sampling_rng', 'upcast_half'
 ]
