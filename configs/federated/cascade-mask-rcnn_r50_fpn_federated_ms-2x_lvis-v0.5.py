@@ -12,7 +12,7 @@ model = dict(
             head,
             loss_cls=dict(
                 type='FederatedLoss',
-                num_classes=head['num_classes'],
+                num_classes=_base_.num_classes,
                 num_sample_classes=50,
                 freq_weight_power=0.5),
             init_cfg=_base_.federated_bbox_head_init_cfg)

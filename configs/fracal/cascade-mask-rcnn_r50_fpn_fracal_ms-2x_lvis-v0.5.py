@@ -15,7 +15,7 @@ model = dict(
             loss_cls=dict(
                 last['loss_cls'],
                 type='FRACALLoss',
-                num_classes=last['num_classes'],
+                num_classes=_base_.num_classes,
                 fractal_lambda=fracal_lambda,
                 logit_adjustment=fracal_logit_adjustment))
     ]))

@@ -12,6 +12,6 @@ model = dict(
         bbox_head=dict(
             loss_cls=dict(
                 type='FRACALLoss',
-                num_classes=_base_.model.roi_head.bbox_head.num_classes,
+                num_classes=_base_.num_classes,
                 fractal_lambda=fracal_lambda,
                 logit_adjustment=fracal_logit_adjustment))))

@@ -43,6 +43,10 @@ METHOD_KEYS: Dict[str, List[str]] = {
     'decouple': [f'{HEADS}.cls_predictor_cfg'],
     # the EFL classifier loss
     'efl': ['model.bbox_head.loss_cls'],
+    # the federated sigmoid loss and its classifier prior
+    'federated': [f'{HEADS}.loss_cls', f'{HEADS}.init_cfg'],
+    # the calibrated loss (post hoc), in the last stage of cascades only
+    'fracal': [f'{HEADS}.loss_cls'],
 }
 # Recipe variants, recognised by a token of the config name, may also
 # change these keys.
@@ -64,6 +68,10 @@ VARIANT_KEYS: Dict[str, List[str]] = {
     ],
     # mmdet's normalised mask predictor
     r'normed-mask': ['model.roi_head.mask_head.predictor_cfg'],
+    # FRACAL's recipe: a cosine classifier and a normalised mask predictor
+    r'fracal-normed': [
+        f'{HEADS}.cls_predictor_cfg', 'model.roi_head.mask_head.predictor_cfg'
+    ],
     # the BAGS authors' v0.5 classifier training is single-scale
     r'bags-decoupled_ms-1x_lvis-v0.5': ['train_dataloader.dataset.pipeline'],
     # TDE's HTC recipe: R101, single-scale, 20 epochs, its test threshold
