@@ -126,25 +126,80 @@ def load_results(results: Union[str, List[dict]],
 
 def results_arrays(results: Sequence[dict], source: str
                    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``image_id``, ``category_id`` and ``score`` of every detection."""
+    """``image_id``, ``category_id`` and ``score`` of every detection.
+
+    Raises a ``ValueError`` naming ``source``, the result's index, the field
+    and the value when a field is missing, an id is not an integer or a
+    score is not a finite number.
+    """
     try:
-        img = np.fromiter((r['image_id'] for r in results), np.int64,
-                          len(results))
-        cat = np.fromiter((r['category_id'] for r in results), np.int64,
-                          len(results))
+        # ids read as floats first, so that 1.5 is reported, not truncated
+        ids = [
+            np.fromiter((r[name] for r in results), np.float64, len(results))
+            for name in ('image_id', 'category_id')
+        ]
         score = np.fromiter((r['score'] for r in results), np.float64,
                             len(results))
-    except (KeyError, TypeError) as e:
-        for i, det in enumerate(results):
-            missing = [
-                k for k in ('image_id', 'category_id', 'score')
-                if not isinstance(det, dict) or k not in det
-            ]
-            if missing:
-                raise ValueError(f'{source}: result #{i} has no '
-                                 f'{missing[0]!r} field') from e
-        raise ValueError(f'{source}: malformed results ({e})') from e
-    return img, cat, score
+        # numpy reads numbers written as text ('0.5'); lvis-api does not
+        text = next((i for i, r in enumerate(results)
+                     if isinstance(r['score'], str)
+                     or isinstance(r['image_id'], str)
+                     or isinstance(r['category_id'], str)), None)
+        if text is not None:
+            raise TypeError(f'result #{text} holds text')
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
+        _raise_first_bad_result(results, source, e)
+    for values, name in zip(ids, ('image_id', 'category_id')):
+        bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(
+            values)))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(f'{source}: result #{i} has {name}='
+                             f'{results[i][name]!r}, expected an integer id')
+    if not np.isfinite(score).all():
+        i = int(np.flatnonzero(~np.isfinite(score))[0])
+        value = results[i]['score']
+        expected = 'a finite number' if isinstance(
+            value, (int, float, np.number)) else 'a number'  # None: nan
+        raise ValueError(f'{source}: result #{i} has score={value!r}, '
+                         f'expected {expected}')
+    return ids[0].astype(np.int64), ids[1].astype(np.int64), score
+
+
+def _is_integer(value) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, (int, np.integer)):
+        return True
+    return isinstance(value, (float, np.floating)) and float(value) == int(
+        value)
+
+
+def _raise_first_bad_result(results: Sequence[dict], source: str,
+                            error: Exception) -> None:
+    """Name the first result with a missing or malformed id / score."""
+    for i, det in enumerate(results):
+        if not isinstance(det, dict):
+            raise ValueError(f'{source}: result #{i} is a '
+                             f'{type(det).__name__}, expected a dict') \
+                from error
+        for name in ('image_id', 'category_id', 'score'):
+            if name not in det:
+                raise ValueError(f'{source}: result #{i} has no {name!r} '
+                                 f'field') from error
+            value = det[name]
+            if name == 'score':
+                ok = isinstance(value, (int, float, np.number)) and \
+                    not isinstance(value, (bool, np.bool_))
+                expected = 'a number'
+            else:
+                ok = _is_integer(value)
+                expected = 'an integer id'
+            if not ok:
+                raise ValueError(f'{source}: result #{i} has {name}='
+                                 f'{value!r}, expected {expected}') \
+                    from error
+    raise ValueError(f'{source}: malformed results ({error})') from error
 
 
 def validate_results(gt_img_ids: Sequence[int], gt_cat_ids: Sequence[int],
