@@ -258,14 +258,24 @@ def evaluate_with_progress(lvis_gt, results: list, iou_type: str,
 
 def evaluate_result_files(files: Sequence[str], ann_file: str, backend: str,
                           iou_type: Optional[str] = None,
-                          max_dets: int = 300):
+                          max_dets: int = 300,
+                          ap_fixed: bool = False,
+                          ap_pool: bool = False,
+                          dets_per_cat: int = 10000):
     """Evaluate result files against ``ann_file``, with progress bars.
+
+    With ``ap_fixed`` / ``ap_pool``, fixed AP (``AP_fixed``,
+    ``APr_fixed``, ``APc_fixed``, ``APf_fixed``) and pooled AP
+    (``AP_pool``) of Dave et al. 2021 (``fixed_pool_ap.py``) are added to
+    each result's ``metrics``.
 
     Returns:
         the ``lvis.LVIS`` ground truth and one :class:`LVISEvalResult` per
         file (IoU type from ``iou_type`` or the file, see
         :func:`infer_iou_type`).
     """
+    from .fixed_pool_ap import (FIXED_AP_ITEMS, evaluate_ap_fixed,
+                                evaluate_ap_pool)
     from .lvis_api import import_lvis
     from .result_files import infer_iou_type, load_json_list
     if not osp.isfile(ann_file):
@@ -275,10 +285,21 @@ def evaluate_result_files(files: Sequence[str], ann_file: str, backend: str,
     outcomes = []
     for path in files:
         results = load_json_list(path)
-        outcomes.append(
-            evaluate_with_progress(lvis_gt, results, iou_type or
-                                   infer_iou_type(path, results), backend,
-                                   path, max_dets))
+        kind = iou_type or infer_iou_type(path, results)
+        outcome = evaluate_with_progress(lvis_gt, results, kind, backend,
+                                         path, max_dets)
+        if ap_fixed:
+            fixed = evaluate_ap_fixed(lvis_gt, results, kind,
+                                      backend=backend,
+                                      dets_per_cat=dets_per_cat,
+                                      source=path)
+            for k in FIXED_AP_ITEMS:
+                outcome.metrics[f'{k}_fixed'] = fixed.metrics[k]
+        if ap_pool:
+            outcome.metrics['AP_pool'] = evaluate_ap_pool(
+                lvis_gt, results, kind, backend=backend,
+                dets_per_cat=dets_per_cat, source=path)
+        outcomes.append(outcome)
     return lvis_gt, outcomes
 
 
