@@ -12,7 +12,9 @@ results in RAM for many minutes. Instead, let the job write the result files
 lvis_v1_val.json --backend fast
 
 A prefix (``work_dirs/run/results``) stands for its ``.bbox.json`` and
-``.segm.json`` files. The IoU type of a file comes from its name
+``.segm.json`` files; a ``.pkl`` written by ``tools/test.py --out`` is read
+as mmdet's ``LVISMetric`` would write it (bbox, and segm when it holds
+masks). The IoU type of a file comes from its name
 (``*.bbox.json`` / ``*.segm.json``) or else its content (``segmentation``
 present: segm), unless ``--iou-type`` is given. Both backends give the
 official lvis-api numbers; ``fast`` (faster-coco-eval) is several times
@@ -52,8 +54,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         description='Evaluate LVIS result files offline')
     parser.add_argument(
         'results', nargs='+',
-        help='result json files (LVIS/COCO result format) or prefixes of '
-        '<prefix>.bbox.json / <prefix>.segm.json')
+        help='result json files (LVIS/COCO result format), prefixes of '
+        '<prefix>.bbox.json / <prefix>.segm.json, or a .pkl of '
+        'tools/test.py --out')
     parser.add_argument(
         '--ann', required=True, help='LVIS annotation file (e.g. val)')
     parser.add_argument(

@@ -277,3 +277,74 @@ def test_bad_result_files_give_clear_errors(gt_file, tmp_path, backend,
         evaluate(gt_file, path, 'bbox', backend=backend)
     with pytest.raises(ValueError, match="no 'segmentation' field"):
         evaluate(gt_file, good, 'segm', backend=backend)
+
+
+def dumped_predictions(path: str, with_masks: bool = True) -> None:
+    """The hand detections as ``tools/test.py --out`` (mmdet's
+    DumpDetResults) writes them: CPU tensors, RLE masks with bytes."""
+    import pickle
+
+    from pycocotools import mask as mask_utils
+    samples = hand_data_samples()
+    for sample in samples:
+        pred = sample['pred_instances']
+        if with_masks:
+            rles = []
+            for x1, y1, x2, y2 in pred['bboxes'].tolist():
+                polygon = [[x1, y1, x2, y1, x2, y2, x1, y2]]
+                rles.append(mask_utils.frPyObjects(polygon, 100, 100)[0])
+            pred['masks'] = rles
+    with open(path, 'wb') as f:
+        pickle.dump(samples, f)
+
+
+def test_offline_tool_reads_test_out_pickles(gt_file, tmp_path, capsys):
+    """A --out pickle gives the numbers of the equivalent json files."""
+    import os.path as osp
+    import sys
+    sys.path.insert(0, osp.join(osp.dirname(osp.dirname(osp.dirname(
+        osp.abspath(__file__)))), 'tools'))
+    import lvis_eval
+    from mmdet_longtail.evaluation.result_files import load_predictions
+    pkl = str(tmp_path / 'preds.pkl')
+    dumped_predictions(pkl)
+    lists = load_predictions(pkl, [1, 2, 3, 4])
+
+    def rounded(dets):  # the tensors hold float32 scores
+        return [dict(d, score=round(d['score'], 6)) for d in dets]
+
+    assert rounded(lists['bbox']) == fixed_results()
+    assert rounded(lists['segm']) == fixed_segm_results()
+    out = str(tmp_path / 'numbers.json')
+    options = ['--ann', gt_file, '--max-dets', str(SMALL_MAX_DETS),
+               '--ap-fixed', '--ap-pool', '--dets-per-cat',
+               str(SMALL_DETS_PER_CAT), '--backend', 'fast', '--out', out]
+    assert lvis_eval.main([pkl, *options]) == 0
+    with open(out) as f:
+        numbers = json.load(f)
+    for kind in ('bbox', 'segm'):
+        assert_numbers(numbers, CAPPED_SMALL, prefix=f'lvis/{kind}_')
+        assert_numbers(numbers, FIXED_SMALL, '_fixed', f'lvis/{kind}_')
+        assert numbers[f'lvis/{kind}_AP_pool'] == pytest.approx(
+            float(POOL_SMALL), abs=TOL)
+
+    # bad pickles: errors name the file, the sample and the field
+    import pickle
+    samples = hand_data_samples()
+    samples[1]['pred_instances']['labels'][0] = 4
+    with open(pkl, 'wb') as f:
+        pickle.dump(samples, f)
+    assert lvis_eval.main([pkl, *options]) == 1
+    assert f'{pkl}: sample #1 (img_id=2) has label=4, outside the 4 ' \
+        'categories of the annotation file' in capsys.readouterr().err
+    del samples[1]['pred_instances']['scores']
+    with open(pkl, 'wb') as f:
+        pickle.dump(samples, f)
+    assert lvis_eval.main([pkl, *options]) == 1
+    assert f"{pkl}: sample #1 (img_id=2) has no 'pred_instances.scores' " \
+        'field' in capsys.readouterr().err
+    with open(pkl, 'wb') as f:
+        pickle.dump({'not': 'a list'}, f)
+    assert lvis_eval.main([pkl, *options]) == 1
+    assert f'{pkl}: expected a list of data samples' in \
+        capsys.readouterr().err
