@@ -15,7 +15,9 @@ lvis-api numbers only after two steps that mirror lvis-api's
    and saves its work on them.
 
 Both steps keep the detections' original order, so ties in score are
-broken as in lvis-api. faster-coco-eval then evaluates and accumulates a
+broken as in lvis-api. Fixed AP (``max_dets_per_cat``, ``fixed_pool_ap.py``)
+adds a per-category cap before step 1, as ``evaluate_lvis`` does before
+building ``LVISResults``. faster-coco-eval then evaluates and accumulates a
 chunk of categories at a time, each on the images where they are positive
 or negative (the only images where lvis-api evaluates them), and the
 summary numbers are lvis-api's definitions over the merged precision /

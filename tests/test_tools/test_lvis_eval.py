@@ -179,3 +179,35 @@ def test_fixed_and_pooled_ap(run_tool, synthetic_root, tmp_path):
                     '--dets-per-cat', '0', check=False)
     assert proc.returncode == 1
     assert '--dets-per-cat must be positive, got 0' in proc.stdout
+
+
+def test_fixed_ap_through_test_py(run_tool, synthetic_root, tiny_checkpoint,
+                                  tmp_path):
+    """The README's line: more detections per image, fixed / pooled AP
+    logged by the metric, equal to the offline tool on the written files."""
+    ann = osp.join(synthetic_root, 'annotations', 'lvis_v1_val.json')
+    work = str(tmp_path / 'fixed')
+    prefix = osp.join(work, 'results')
+    proc = run_tool.test(CONFIG, tiny_checkpoint, work, cfg_options=[
+        'model.test_cfg.rcnn.max_per_img=150', 'test_evaluator.ap_fixed=True',
+        'test_evaluator.ap_pool=True',
+        f'test_evaluator.outfile_prefix={prefix}'
+    ])
+    logged = metric_numbers(work)
+    extra = ('AP_fixed', 'APr_fixed', 'APc_fixed', 'APf_fixed', 'AP_pool')
+    assert set(logged) == {
+        f'lvis/{t}_{k}'
+        for t in ('bbox', 'segm') for k in ITEMS + extra
+    }
+    with open(prefix + '.bbox.json') as f:
+        per_image = {}
+        for det in json.load(f):
+            per_image[det['image_id']] = per_image.get(det['image_id'], 0) + 1
+    # more than the config's 100 per image reached the result files
+    assert max(per_image.values()) > 100
+    assert logged['lvis/segm_AP_pool'] > 0
+    offline_numbers = offline(run_tool, tmp_path, prefix, '--ann', ann,
+                              '--ap-fixed', '--ap-pool')
+    assert offline_numbers == logged
+    # tools/test.py prints them in its table
+    assert '| APf | AP_fixed | APr_fixed | AP_pool |' in proc.stdout
