@@ -8,6 +8,15 @@ config, then the published AP / APr / APc / APf / APb, ours and the
 difference. AP is the mask AP when the paper reports it (APr/c/f then are
 mask numbers too), else the box AP; APb is the box AP.
 
+``--ap-fixed`` adds the columns AP-fixed, APr-fixed and AP-pool (fixed and
+pooled AP, Dave et al., "Evaluating Large-Vocabulary Object Detectors: The
+Devil is in the Details", 2021): ours from the ``lvis/<type>_AP_fixed``,
+``..._APr_fixed`` and ``..._AP_pool`` numbers of a test run with
+``test_evaluator.ap_fixed=True test_evaluator.ap_pool=True`` (added to the
+test step of ``--run``), the paper's from metafile metrics of those names.
+Fixed AP needs more than 300 detections per image: pass e.g.
+``--cfg-options model.test_cfg.rcnn.max_per_img=1000`` (see the README).
+
 Our numbers come from a work directory named after the config
 (``<work-root>/<config name>``, mmdet's default ``work_dirs/<name>``): the
 latest ``tools/test.py`` result (``<timestamp>/<timestamp>.json``), else the
@@ -32,12 +41,20 @@ import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from mmdet_longtail.evaluation.result_files import work_dir_metrics
 
 REPO_ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 COLUMNS = ('AP', 'APr', 'APc', 'APf', 'APb')
+# --ap-fixed: column -> the metric's item (lvis/<type>_<item>)
+FIXED_COLUMNS = {
+    'AP-fixed': 'AP_fixed',
+    'APr-fixed': 'APr_fixed',
+    'AP-pool': 'AP_pool'
+}
+FIXED_TEST_OPTIONS = ['test_evaluator.ap_fixed=True',
+                      'test_evaluator.ap_pool=True']
 
 
 @dataclass
@@ -92,6 +109,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         '--cfg-options', nargs='+', default=[],
         help='passed to tools/train.py and tools/test.py with --run')
+    parser.add_argument(
+        '--ap-fixed', action='store_true',
+        help='add AP-fixed / APr-fixed / AP-pool columns (Dave et al. 2021); '
+        'with --run, the test step evaluates them')
     return parser.parse_args(argv)
 
 
@@ -107,7 +128,7 @@ def published_numbers(results) -> Tuple[Dict[str, float], Optional[str]]:
     if headline_entry is None:
         return {}, None
     numbers = {'AP': headline_entry['mask AP' if mask else 'box AP']}
-    for key in ('APr', 'APc', 'APf'):
+    for key in ('APr', 'APc', 'APf', *FIXED_COLUMNS):
         if key in headline_entry:
             numbers[key] = headline_entry[key]
     if box is not None:
@@ -173,6 +194,9 @@ def ours_columns(numbers: Dict[str, float],
     }
     if 'lvis/bbox_AP' in numbers:
         columns['APb'] = 100 * numbers['lvis/bbox_AP']
+    for column, item in FIXED_COLUMNS.items():
+        if f'lvis/{iou_type}_{item}' in numbers:
+            columns[column] = 100 * numbers[f'lvis/{iou_type}_{item}']
     return columns
 
 
@@ -184,7 +208,8 @@ def _cell(value: Optional[float], digits: int) -> str:
 
 
 def collection_table(collection: Collection, roots: List[str],
-                     digits: int, link_dir: str = REPO_ROOT) -> str:
+                     digits: int, link_dir: str = REPO_ROOT,
+                     columns: Sequence[str] = COLUMNS) -> str:
     """Markdown table of one paper; config links relative to
     ``link_dir`` (the folder of the Markdown file)."""
     lines = [f'### {collection.name}']
@@ -193,8 +218,8 @@ def collection_table(collection: Collection, roots: List[str],
             if collection.url else collection.title
         lines.append(f'\nPaper: {paper}')
     lines += [
-        '', '| Config | | ' + ' | '.join(COLUMNS) + ' |',
-        '|---|---|' + '---|' * len(COLUMNS)
+        '', '| Config | | ' + ' | '.join(columns) + ' |',
+        '|---|---|' + '---|' * len(columns)
     ]
     marks = set()
     for model in collection.models:
@@ -210,13 +235,13 @@ def collection_table(collection: Collection, roots: List[str],
 
         paper_cells = [
             str(model.published[k]) if k in model.published else '-'
-            for k in COLUMNS
+            for k in columns
         ]
-        our_cells = [_cell(ours.get(k), digits) for k in COLUMNS]
+        our_cells = [_cell(ours.get(k), digits) for k in columns]
         delta = [
             f'{ours[k] - model.published[k]:+.{digits}f}'
             if k in ours and k in model.published and ours[k] >= 0 else '-'
-            for k in COLUMNS
+            for k in columns
         ]
         lines.append(f'| {config} | paper | ' + ' | '.join(paper_cells) +
                      ' |')
@@ -254,27 +279,32 @@ def last_checkpoint(work_dir: str) -> Optional[str]:
 
 
 def run_commands(model: ModelEntry, work_dir: str, gpus: int,
-                 cfg_options: List[str]) -> List[List[str]]:
-    """Train (resuming) and test commands of one config."""
+                 cfg_options: List[str],
+                 ap_fixed: bool = False) -> List[List[str]]:
+    """Train (resuming) and test commands of one config; ``ap_fixed``: the
+    test also evaluates fixed and pooled AP."""
     py = sys.executable
     tools = osp.join(REPO_ROOT, 'tools')
     options = ['--cfg-options', *cfg_options] if cfg_options else []
+    test_options = cfg_options + (FIXED_TEST_OPTIONS if ap_fixed else [])
+    test_options = ['--cfg-options', *test_options] if test_options else []
     ckpt = '{checkpoint}'  # filled in after training
     if gpus > 1:
         train = ['bash', osp.join(tools, 'dist_train.sh'), model.config,
                  str(gpus), '--work-dir', work_dir, '--resume', *options]
         test = ['bash', osp.join(tools, 'dist_test.sh'), model.config, ckpt,
-                str(gpus), '--work-dir', work_dir, *options]
+                str(gpus), '--work-dir', work_dir, *test_options]
     else:
         train = [py, osp.join(tools, 'train.py'), model.config, '--work-dir',
                  work_dir, '--resume', *options]
         test = [py, osp.join(tools, 'test.py'), model.config, ckpt,
-                '--work-dir', work_dir, *options]
+                '--work-dir', work_dir, *test_options]
     return [train, test]
 
 
 def run_models(collections: List[Collection], work_root: str, gpus: int,
-               cfg_options: List[str], dry_run: bool) -> List[str]:
+               cfg_options: List[str], dry_run: bool,
+               ap_fixed: bool = False) -> List[str]:
     """Train + test every listed config not tested yet; returns failures."""
     failures = []
     env = dict(os.environ, PYTHON=sys.executable)
@@ -288,7 +318,8 @@ def run_models(collections: List[Collection], work_root: str, gpus: int,
             print(f'[fail] {model.name}: config not found: {model.config}')
             failures.append(model.name)
             continue
-        train, test = run_commands(model, work_dir, gpus, cfg_options)
+        train, test = run_commands(model, work_dir, gpus, cfg_options,
+                                   ap_fixed)
         for step, cmd in (('train', train), ('test', test)):
             if step == 'test':
                 ckpt = last_checkpoint(work_dir) or osp.join(
@@ -325,14 +356,15 @@ def main(argv=None) -> int:
     failures = []
     if args.run:
         failures = run_models(collections, args.work_dirs[0], args.gpus,
-                              args.cfg_options, args.dry_run)
+                              args.cfg_options, args.dry_run, args.ap_fixed)
+    columns = COLUMNS + (tuple(FIXED_COLUMNS) if args.ap_fixed else ())
     print('\n\n'.join(
-        collection_table(c, args.work_dirs, args.digits)
+        collection_table(c, args.work_dirs, args.digits, columns=columns)
         for c in collections))
     if args.out:
         text = '\n\n'.join(
             collection_table(c, args.work_dirs, args.digits,
-                             osp.dirname(osp.abspath(args.out)))
+                             osp.dirname(osp.abspath(args.out)), columns)
             for c in collections) + '\n'
         os.makedirs(osp.dirname(osp.abspath(args.out)), exist_ok=True)
         with open(args.out, 'w') as f:

@@ -6,6 +6,17 @@ Example:
     python tools/test.py CONFIG CHECKPOINT --work-dir work_dirs/x
     python tools/test.py CONFIG CHECKPOINT --cfg-options \
         model.roi_head.bbox_head.alpha=1.0
+
+Fixed AP and pooled AP (Dave et al. 2021, see the README) need more than
+LVIS's 300 detections per image: ``model.test_cfg.rcnn.max_per_img`` for
+two-stage detectors (``model.test_cfg.max_per_img`` for one-stage ones)::
+
+    python tools/test.py CONFIG CHECKPOINT --cfg-options \
+        model.test_cfg.rcnn.max_per_img=1000 \
+        test_evaluator.ap_fixed=True test_evaluator.ap_pool=True
+
+The standard AP still keeps the top 300 per image (the metric's
+``max_dets``). Memory at LVIS val scale: README, "Fixed AP and pooled AP".
 """
 import argparse
 import os
@@ -17,6 +28,7 @@ from _runner_utils import (apply_cpu_distributed_defaults,  # noqa: E402
                            build_runner, load_config)
 
 TABLE_ITEMS = ('AP', 'AP50', 'AP75', 'APr', 'APc', 'APf')
+FIXED_POOL_ITEMS = ('AP_fixed', 'APr_fixed', 'AP_pool')
 
 
 def parse_args() -> argparse.Namespace:
@@ -77,17 +89,22 @@ def enable_visualization(cfg, args) -> None:
 
 
 def format_lvis_table(metrics: dict) -> str:
-    """A Markdown table of the LVIS metrics (values in %)."""
+    """A Markdown table of the LVIS metrics (values in %), with fixed /
+    pooled AP columns when the metric reported them."""
+    items = TABLE_ITEMS + tuple(
+        k for k in FIXED_POOL_ITEMS
+        if any(key.endswith(f'_{k}') for key in metrics))
     rows = []
     for iou_type in ('bbox', 'segm'):
-        keys = [f'lvis/{iou_type}_{k}' for k in TABLE_ITEMS]
-        if all(k in metrics for k in keys):
+        keys = [f'lvis/{iou_type}_{k}' for k in items]
+        if all(k in metrics for k in keys[:len(TABLE_ITEMS)]):
             rows.append(f'| {iou_type} | ' + ' | '.join(
-                f'{100 * metrics[k]:.2f}' for k in keys) + ' |')
+                f'{100 * metrics[k]:.2f}' if k in metrics else '-'
+                for k in keys) + ' |')
     if not rows:
         return ''
-    header = '| type | ' + ' | '.join(TABLE_ITEMS) + ' |'
-    return '\n'.join([header, '|' + '---|' * (len(TABLE_ITEMS) + 1)] + rows)
+    header = '| type | ' + ' | '.join(items) + ' |'
+    return '\n'.join([header, '|' + '---|' * (len(items) + 1)] + rows)
 
 
 def main() -> None:

@@ -196,8 +196,16 @@ def evaluate_with_progress(lvis_gt, results: list, iou_type: str,
 
 def evaluate_result_files(files: Sequence[str], ann_file: str, backend: str,
                           iou_type: Optional[str] = None,
-                          max_dets: int = 300):
+                          max_dets: int = 300,
+                          ap_fixed: bool = False,
+                          ap_pool: bool = False,
+                          dets_per_cat: int = 10000):
     """Evaluate result files against ``ann_file``, with progress bars.
+
+    With ``ap_fixed`` / ``ap_pool``, fixed AP (``AP_fixed``,
+    ``APr_fixed``, ``APc_fixed``, ``APf_fixed``) and pooled AP
+    (``AP_pool``) of Dave et al. 2021 (``fixed_pool_ap.py``) are added to
+    each result's ``metrics``.
 
     Returns:
         the ``lvis.LVIS`` ground truth and one :class:`LVISEvalResult` per
@@ -205,19 +213,53 @@ def evaluate_result_files(files: Sequence[str], ann_file: str, backend: str,
         :func:`infer_iou_type`).
     """
     from .lvis_api import import_lvis
-    from .result_files import infer_iou_type, load_json_list
     if not osp.isfile(ann_file):
         raise FileNotFoundError(f'annotation file not found: {ann_file}')
     LVIS, _, _ = import_lvis()
     lvis_gt = LVIS(ann_file)
     outcomes = []
     for path in files:
-        results = load_json_list(path)
-        outcomes.append(
-            evaluate_with_progress(lvis_gt, results, iou_type or
-                                   infer_iou_type(path, results), backend,
-                                   path, max_dets))
+        for kind, results, source in _result_lists(path, lvis_gt, iou_type):
+            outcomes.append(
+                _evaluate_one(lvis_gt, results, kind, backend, source,
+                              max_dets, ap_fixed, ap_pool, dets_per_cat))
     return lvis_gt, outcomes
+
+
+def _result_lists(path: str, lvis_gt, iou_type: Optional[str]):
+    """(iou type, results, source name) of a json file or of each type in
+    a ``tools/test.py --out`` pickle."""
+    from .result_files import (PICKLE_SUFFIXES, infer_iou_type,
+                               load_json_list, load_predictions)
+    if path.endswith(PICKLE_SUFFIXES):
+        lists = load_predictions(path, sorted(lvis_gt.get_cat_ids()))
+        return [(kind, results, f'{path} ({kind})')
+                for kind, results in lists.items()
+                if iou_type is None or kind == iou_type]
+    results = load_json_list(path)
+    return [(iou_type or infer_iou_type(path, results), results, path)]
+
+
+def _evaluate_one(lvis_gt, results: list, kind: str, backend: str,
+                  path: str, max_dets: int, ap_fixed: bool, ap_pool: bool,
+                  dets_per_cat: int) -> LVISEvalResult:
+    """One evaluation, plus fixed / pooled AP in ``metrics`` when asked."""
+    from .fixed_pool_ap import (FIXED_AP_ITEMS, evaluate_ap_fixed,
+                                evaluate_ap_pool)
+    outcome = evaluate_with_progress(lvis_gt, results, kind, backend,
+                                     path, max_dets)
+    if ap_fixed:
+        fixed = evaluate_ap_fixed(lvis_gt, results, kind,
+                                  backend=backend,
+                                  dets_per_cat=dets_per_cat,
+                                  source=path)
+        for k in FIXED_AP_ITEMS:
+            outcome.metrics[f'{k}_fixed'] = fixed.metrics[k]
+    if ap_pool:
+        outcome.metrics['AP_pool'] = evaluate_ap_pool(
+            lvis_gt, results, kind, backend=backend,
+            dets_per_cat=dets_per_cat, source=path)
+    return outcome
 
 
 def _pyplot():

@@ -15,7 +15,9 @@ lvis-api numbers only after two steps that mirror lvis-api's
    and saves its work on them.
 
 Both steps keep the detections' original order, so ties in score are
-broken as in lvis-api. faster-coco-eval then evaluates and accumulates a
+broken as in lvis-api. Fixed AP (``max_dets_per_cat``, ``fixed_pool_ap.py``)
+adds a per-category cap before step 1, as ``evaluate_lvis`` does before
+building ``LVISResults``. faster-coco-eval then evaluates and accumulates a
 chunk of categories at a time, each on the images where they are positive
 or negative (the only images where lvis-api evaluates them), and the
 summary numbers are lvis-api's definitions over the merged precision /
@@ -34,6 +36,7 @@ import numpy as np
 
 from .lvis_api import (FREQUENCY_LETTERS, LVIS_RECALL_ITEMS, LVISEvalResult,
                        load_results, metrics_without_detections, per_class_ap,
+                       top_detections_per_category, top_k_per_group,
                        validate_results)
 
 # categories evaluated together (see _evaluate_by_category_chunks); 16 was
@@ -80,13 +83,7 @@ def top_detections_per_image(img: np.ndarray, score: np.ndarray,
     As lvis-api's ``LVISResults``: a stable sort by descending score inside
     each image, so among equal scores the earlier detection is kept.
     """
-    if max_dets < 0 or img.size == 0:
-        return np.arange(img.size)
-    order = np.lexsort((np.arange(img.size), -score, img))
-    sorted_img = img[order]
-    first = np.searchsorted(sorted_img, sorted_img, side='left')
-    rank = np.arange(img.size) - first
-    return np.sort(order[rank < max_dets])
+    return top_k_per_group(img, score, max_dets)
 
 
 def federated_pairs(gt_dataset: dict) -> np.ndarray:
@@ -209,6 +206,7 @@ def _detections_api(gt: _IndexedGroundTruth, dets: List[dict],
 def _evaluate_by_category_chunks(gt: _IndexedGroundTruth, dets, iou_type: str,
                                  img_ids: np.ndarray, cats: np.ndarray,
                                  max_dets: int,
+                                 dets_count: int,
                                  progress: Optional[Callable[[int, int],
                                                              None]] = None):
     """faster-coco-eval's LVIS evaluate + accumulate, a chunk of categories
@@ -245,7 +243,9 @@ def _evaluate_by_category_chunks(gt: _IndexedGroundTruth, dets, iou_type: str,
         params.catIds = chunk.tolist()
         params.imgIds = np.unique(pair_img[np.isin(pair_cat,
                                                    chunk)]).tolist()
-        params.maxDets = [max_dets]
+        # faster-coco-eval caps each image x category pair; without a
+        # per-image cap, no pair has more than all the detections
+        params.maxDets = [max_dets if max_dets >= 0 else max(1, dets_count)]
         evaluator.evaluate()
         evaluator.accumulate()
         if precision is None:
@@ -301,8 +301,8 @@ def evaluate_lvis_fast(lvis_gt,
                        img_ids: Optional[Sequence[int]] = None,
                        max_dets: int = 300,
                        source: str = 'results',
-                       progress: Optional[Callable[[int, int], None]] = None
-                       ) -> LVISEvalResult:
+                       progress: Optional[Callable[[int, int], None]] = None,
+                       max_dets_per_cat: int = -1) -> LVISEvalResult:
     """Evaluate detections with faster-coco-eval, as lvis-api would.
 
     Same arguments and result as :func:`evaluate_lvis`.
@@ -314,9 +314,11 @@ def evaluate_lvis_fast(lvis_gt,
             The list is not modified.
         iou_type: ``'bbox'`` or ``'segm'``.
         img_ids: evaluate only these images (default: all).
-        max_dets: detections kept per image (LVIS: 300).
+        max_dets: detections kept per image (LVIS: 300); -1: no cap.
         source: name used in error messages.
         progress: called with (done, total) as the evaluation advances.
+        max_dets_per_cat: keep only the top detections of each category
+            over the evaluated images first (fixed AP: 10,000); -1: no cap.
     """
     gt = indexed_ground_truth(lvis_gt)
     results, source = load_results(results, source)
@@ -326,7 +328,13 @@ def evaluate_lvis_fast(lvis_gt,
         img_ids = sorted(set(int(i) for i in img_ids))
     eval_imgs = np.asarray(gt.img_ids if img_ids is None else img_ids,
                            dtype=np.int64)
-    keep = top_detections_per_image(img, score, max_dets)
+    # as evaluate_lvis: the per-category cap first, then LVISResults's
+    # per-image cap, then lvis-api's federated filter
+    keep = np.arange(img.size)
+    if max_dets_per_cat >= 0:
+        keep = top_detections_per_category(img, cat, score, max_dets_per_cat,
+                                           img_ids)
+    keep = keep[top_detections_per_image(img[keep], score[keep], max_dets)]
     keep = keep[gt.keep_mask(img[keep], cat[keep])]
     cats = np.unique(gt.gt_cat[np.isin(gt.gt_img, eval_imgs)])
     if keep.size == 0 or cats.size == 0:
@@ -337,7 +345,8 @@ def evaluate_lvis_fast(lvis_gt,
     with gc_paused():
         dets = _detections_api(gt, [results[i] for i in keep], iou_type)
         precision, recall, iou_thrs = _evaluate_by_category_chunks(
-            gt, dets, iou_type, eval_imgs, cats, max_dets, progress)
+            gt, dets, iou_type, eval_imgs, cats, max_dets, keep.size,
+            progress)
     metrics = summarize_lvis(precision, recall, iou_thrs, gt.frequencies,
                              max_dets)
     return LVISEvalResult(iou_type, metrics, per_class_ap(precision),

@@ -16,6 +16,8 @@ empty result list) live here.
 """
 import json
 import logging
+import os
+import tempfile
 import types
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -124,25 +126,80 @@ def load_results(results: Union[str, List[dict]],
 
 def results_arrays(results: Sequence[dict], source: str
                    ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``image_id``, ``category_id`` and ``score`` of every detection."""
+    """``image_id``, ``category_id`` and ``score`` of every detection.
+
+    Raises a ``ValueError`` naming ``source``, the result's index, the field
+    and the value when a field is missing, an id is not an integer or a
+    score is not a finite number.
+    """
     try:
-        img = np.fromiter((r['image_id'] for r in results), np.int64,
-                          len(results))
-        cat = np.fromiter((r['category_id'] for r in results), np.int64,
-                          len(results))
+        # ids read as floats first, so that 1.5 is reported, not truncated
+        ids = [
+            np.fromiter((r[name] for r in results), np.float64, len(results))
+            for name in ('image_id', 'category_id')
+        ]
         score = np.fromiter((r['score'] for r in results), np.float64,
                             len(results))
-    except (KeyError, TypeError) as e:
-        for i, det in enumerate(results):
-            missing = [
-                k for k in ('image_id', 'category_id', 'score')
-                if not isinstance(det, dict) or k not in det
-            ]
-            if missing:
-                raise ValueError(f'{source}: result #{i} has no '
-                                 f'{missing[0]!r} field') from e
-        raise ValueError(f'{source}: malformed results ({e})') from e
-    return img, cat, score
+        # numpy reads numbers written as text ('0.5'); lvis-api does not
+        text = next((i for i, r in enumerate(results)
+                     if isinstance(r['score'], str)
+                     or isinstance(r['image_id'], str)
+                     or isinstance(r['category_id'], str)), None)
+        if text is not None:
+            raise TypeError(f'result #{text} holds text')
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
+        _raise_first_bad_result(results, source, e)
+    for values, name in zip(ids, ('image_id', 'category_id')):
+        bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(
+            values)))
+        if bad.size:
+            i = int(bad[0])
+            raise ValueError(f'{source}: result #{i} has {name}='
+                             f'{results[i][name]!r}, expected an integer id')
+    if not np.isfinite(score).all():
+        i = int(np.flatnonzero(~np.isfinite(score))[0])
+        value = results[i]['score']
+        expected = 'a finite number' if isinstance(
+            value, (int, float, np.number)) else 'a number'  # None: nan
+        raise ValueError(f'{source}: result #{i} has score={value!r}, '
+                         f'expected {expected}')
+    return ids[0].astype(np.int64), ids[1].astype(np.int64), score
+
+
+def _is_integer(value) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, (int, np.integer)):
+        return True
+    return isinstance(value, (float, np.floating)) and float(value) == int(
+        value)
+
+
+def _raise_first_bad_result(results: Sequence[dict], source: str,
+                            error: Exception) -> None:
+    """Name the first result with a missing or malformed id / score."""
+    for i, det in enumerate(results):
+        if not isinstance(det, dict):
+            raise ValueError(f'{source}: result #{i} is a '
+                             f'{type(det).__name__}, expected a dict') \
+                from error
+        for name in ('image_id', 'category_id', 'score'):
+            if name not in det:
+                raise ValueError(f'{source}: result #{i} has no {name!r} '
+                                 f'field') from error
+            value = det[name]
+            if name == 'score':
+                ok = isinstance(value, (int, float, np.number)) and \
+                    not isinstance(value, (bool, np.bool_))
+                expected = 'a number'
+            else:
+                ok = _is_integer(value)
+                expected = 'an integer id'
+            if not ok:
+                raise ValueError(f'{source}: result #{i} has {name}='
+                                 f'{value!r}, expected {expected}') \
+                    from error
+    raise ValueError(f'{source}: malformed results ({error})') from error
 
 
 def validate_results(gt_img_ids: Sequence[int], gt_cat_ids: Sequence[int],
@@ -174,6 +231,71 @@ def validate_results(gt_img_ids: Sequence[int], gt_cat_ids: Sequence[int],
             raise ValueError(f'{source}: result #{i} has no {field_name!r} '
                              f'field, needed for {iou_type} evaluation')
     return img, cat, score
+
+
+def top_k_per_group(group: np.ndarray, score: np.ndarray,
+                    k: int) -> np.ndarray:
+    """Indices (ascending) of the ``k`` highest-scoring detections of each
+    group (image or category); all of them when ``k < 0``.
+
+    As lvis-api's ``LVISResults``: a stable sort by descending score inside
+    each group, so among equal scores the earlier detection is kept.
+    """
+    if k < 0 or group.size == 0:
+        return np.arange(group.size)
+    order = np.lexsort((np.arange(group.size), -score, group))
+    sorted_group = group[order]
+    first = np.searchsorted(sorted_group, sorted_group, side='left')
+    rank = np.arange(group.size) - first
+    return np.sort(order[rank < k])
+
+
+def top_detections_per_category(img: np.ndarray, cat: np.ndarray,
+                                score: np.ndarray, max_dets_per_cat: int,
+                                img_ids: Optional[Sequence[int]] = None
+                                ) -> np.ndarray:
+    """Indices (ascending) of the detections that fixed AP evaluates.
+
+    Fixed AP (Dave et al., "Evaluating Large-Vocabulary Object Detectors:
+    The Devil is in the Details", 2021) keeps the ``max_dets_per_cat``
+    highest-scoring detections of each category over the whole evaluated
+    set (10,000 on LVIS), with no per-image cap. The cap counts every
+    detection on the evaluated images (``img_ids``, default all), including
+    those the federated rule drops later, as it applies to the submitted
+    result file. Ties in score keep the earlier detection.
+    """
+    candidates = np.arange(img.size)
+    if img_ids is not None:
+        candidates = candidates[np.isin(
+            img, np.asarray(list(img_ids), dtype=np.int64))]
+    kept = top_k_per_group(cat[candidates], score[candidates],
+                           max_dets_per_cat)
+    return candidates[kept]
+
+
+def lvis_from_dict(dataset: dict):
+    """An ``lvis.LVIS`` of an annotation dict (``LVIS`` reads only files).
+
+    RLE ``counts`` held as bytes (lvis-api converts polygons to such RLE in
+    its ground truth objects) are written as text, which pycocotools reads
+    back as the same mask.
+    """
+    LVIS, _, _ = import_lvis()
+
+    def text_counts(value):
+        if isinstance(value, bytes):
+            return value.decode('ascii')
+        if isinstance(value, np.generic):
+            return value.item()
+        raise TypeError(f'{type(value).__name__} is not JSON serializable')
+
+    fd, path = tempfile.mkstemp(suffix='.json', prefix='lvis_gt_')
+    try:
+        with os.fdopen(fd, 'w') as f:
+            json.dump(dataset, f, default=text_counts)
+        return LVIS(path)
+    finally:
+        os.remove(path)
 
 
 def per_class_ap(precision: np.ndarray) -> np.ndarray:
@@ -241,12 +363,13 @@ def evaluate_lvis(lvis_gt,
                   img_ids: Optional[Sequence[int]] = None,
                   max_dets: int = 300,
                   source: str = 'results',
-                  progress: Optional[Callable[[int, int], None]] = None
-                  ) -> LVISEvalResult:
+                  progress: Optional[Callable[[int, int], None]] = None,
+                  max_dets_per_cat: int = -1) -> LVISEvalResult:
     """Evaluate detections with the official lvis-api.
 
     Args:
-        lvis_gt: an ``lvis.LVIS`` instance or the path of an annotation file.
+        lvis_gt: an ``lvis.LVIS`` instance, an LVIS annotation dict or the
+            path of an annotation file.
         results: detections in LVIS/COCO result format (list or json path).
             The list is not modified.
         iou_type: ``'bbox'`` or ``'segm'``.
@@ -254,19 +377,31 @@ def evaluate_lvis(lvis_gt,
             annotation file). lvis-api reads ``params.img_ids``; mmdet's
             ``LVISMetric`` sets the COCO name ``imgIds`` instead, so it always
             evaluates every image.
-        max_dets: detections kept per image (LVIS: 300).
+        max_dets: detections kept per image (LVIS: 300); -1: no cap
+            (``LVISResults(max_dets=-1)``).
         source: name used in error messages.
         progress: called with (done, total) as the evaluation advances
             (lvis-api reports nothing in between: (0, 1), then (1, 1)).
+        max_dets_per_cat: keep only the top detections of each category
+            over the evaluated images (:func:`top_detections_per_category`)
+            before lvis-api sees them; -1 (default): no such cap. Fixed AP
+            is ``max_dets=-1, max_dets_per_cat=10000``.
     """
     LVIS, LVISEval, LVISResults = import_lvis()
     if isinstance(lvis_gt, str):
         lvis_gt = LVIS(lvis_gt)
+    elif isinstance(lvis_gt, dict):
+        lvis_gt = lvis_from_dict(lvis_gt)
     results, source = load_results(results, source)
-    validate_results(lvis_gt.get_img_ids(), lvis_gt.get_cat_ids(), results,
-                     iou_type, source)
+    img, cat, score = validate_results(lvis_gt.get_img_ids(),
+                                       lvis_gt.get_cat_ids(), results,
+                                       iou_type, source)
     if img_ids is not None:
         img_ids = sorted(set(int(i) for i in img_ids))
+    if max_dets_per_cat >= 0:
+        keep = top_detections_per_category(img, cat, score,
+                                           max_dets_per_cat, img_ids)
+        results = [results[i] for i in keep]
     if len(results) == 0:
         metrics, per_class, cat_ids = metrics_without_detections(
             lvis_gt.dataset, img_ids, max_dets)

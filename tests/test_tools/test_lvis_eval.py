@@ -144,3 +144,88 @@ def test_clear_errors(run_tool, synthetic_root, tmp_path):
                     check=False)
     assert proc.returncode == 1
     assert 'results file not found' in proc.stdout
+
+
+def test_fixed_and_pooled_ap(run_tool, synthetic_root, tmp_path):
+    """--ap-fixed / --ap-pool add the columns and keys of fixed and pooled
+    AP (Dave et al. 2021), equal to the library's numbers, for bbox and
+    segm; bad files and settings give clear errors."""
+    from mmdet_longtail.evaluation.fixed_pool_ap import (evaluate_ap_fixed,
+                                                         evaluate_ap_pool)
+    from mmdet_longtail.evaluation.synthetic_detections import \
+        make_detections
+    ann = osp.join(synthetic_root, 'annotations', 'lvis_v1_val.json')
+    with open(ann) as f:
+        gt = json.load(f)
+    dets = make_detections(gt, dets_per_image=50, with_masks=True, seed=1)
+    prefix = str(tmp_path / 'results')
+    for iou_type in ('bbox', 'segm'):
+        with open(f'{prefix}.{iou_type}.json', 'w') as f:
+            json.dump(dets[iou_type], f)
+    numbers = offline(run_tool, tmp_path, prefix, '--ann', ann, '--ap-fixed',
+                      '--ap-pool', '--dets-per-cat', '40', backend='fast')
+    extra = ('AP_fixed', 'APr_fixed', 'APc_fixed', 'APf_fixed', 'AP_pool')
+    assert set(numbers) == {
+        f'lvis/{t}_{k}'
+        for t in ('bbox', 'segm') for k in ITEMS + extra
+    }
+    for iou_type in ('bbox', 'segm'):
+        fixed = evaluate_ap_fixed(ann, dets[iou_type], iou_type,
+                                  dets_per_cat=40).metrics
+        for k in ('AP', 'APr', 'APc', 'APf'):
+            assert numbers[f'lvis/{iou_type}_{k}_fixed'] == pytest.approx(
+                fixed[k], abs=1e-9)
+        assert numbers[f'lvis/{iou_type}_AP_pool'] == pytest.approx(
+            evaluate_ap_pool(ann, dets[iou_type], iou_type,
+                             dets_per_cat=40), abs=1e-9)
+        assert 0 < numbers[f'lvis/{iou_type}_AP_pool'] < 1
+    proc = run_tool('lvis_eval.py', prefix + '.bbox.json', '--ann', ann,
+                    '--ap-fixed')
+    assert '| AP_fixed | APr_fixed | APc_fixed | APf_fixed |' in proc.stdout
+    assert 'AP_pool' not in proc.stdout
+
+    bad = str(tmp_path / 'bad.bbox.json')
+    with open(bad, 'w') as f:
+        json.dump([dict(image_id=49, category_id=1, bbox=[0, 0, 5, 5],
+                        score='high')], f)
+    proc = run_tool('lvis_eval.py', bad, '--ann', ann, '--ap-fixed',
+                    check=False)
+    assert proc.returncode == 1
+    assert f"{bad}: result #0 has score='high', expected a number" in \
+        proc.stdout
+    proc = run_tool('lvis_eval.py', prefix, '--ann', ann, '--ap-pool',
+                    '--dets-per-cat', '0', check=False)
+    assert proc.returncode == 1
+    assert '--dets-per-cat must be positive, got 0' in proc.stdout
+
+
+def test_fixed_ap_through_test_py(run_tool, synthetic_root, tiny_checkpoint,
+                                  tmp_path):
+    """The README's line: more detections per image, fixed / pooled AP
+    logged by the metric, equal to the offline tool on the written files."""
+    ann = osp.join(synthetic_root, 'annotations', 'lvis_v1_val.json')
+    work = str(tmp_path / 'fixed')
+    prefix = osp.join(work, 'results')
+    proc = run_tool.test(CONFIG, tiny_checkpoint, work, cfg_options=[
+        'model.test_cfg.rcnn.max_per_img=150', 'test_evaluator.ap_fixed=True',
+        'test_evaluator.ap_pool=True',
+        f'test_evaluator.outfile_prefix={prefix}'
+    ])
+    logged = metric_numbers(work)
+    extra = ('AP_fixed', 'APr_fixed', 'APc_fixed', 'APf_fixed', 'AP_pool')
+    assert set(logged) == {
+        f'lvis/{t}_{k}'
+        for t in ('bbox', 'segm') for k in ITEMS + extra
+    }
+    with open(prefix + '.bbox.json') as f:
+        per_image = {}
+        for det in json.load(f):
+            per_image[det['image_id']] = per_image.get(det['image_id'], 0) + 1
+    # more than the config's 100 per image reached the result files
+    assert max(per_image.values()) > 100
+    assert logged['lvis/segm_AP_pool'] > 0
+    offline_numbers = offline(run_tool, tmp_path, prefix, '--ann', ann,
+                              '--ap-fixed', '--ap-pool')
+    assert offline_numbers == logged
+    # tools/test.py prints them in its table
+    assert '| APf | AP_fixed | APr_fixed | AP_pool |' in proc.stdout

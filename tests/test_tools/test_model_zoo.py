@@ -206,3 +206,49 @@ def test_every_metafile_of_the_repo_is_readable():
                 for key, value in model.published.items():
                     assert 0 <= value <= 100, (path, model.name, key)
     assert os.path.isdir(osp.join(REPO_ROOT, 'configs'))
+
+
+def test_ap_fixed_columns(zoo, tmp_path):
+    """--ap-fixed: AP-fixed / APr-fixed / AP-pool columns from the metric's
+    *_fixed / *_AP_pool numbers (headline type) and the metafile; the test
+    step of --run asks the metric for them."""
+    metafile, _, work = zoo
+    test_dir = osp.join(work, 'mask-rcnn_r18-tiny_fpn_12e_synthetic-lvis',
+                        '20260102_120000')
+    os.makedirs(test_dir)
+    with open(osp.join(test_dir, '20260102_120000.json'), 'w') as f:
+        json.dump(dict(METRIC, **{
+            'lvis/segm_AP_fixed': 0.2234, 'lvis/segm_APr_fixed': 0.1,
+            'lvis/segm_APc_fixed': 0.2, 'lvis/segm_APf_fixed': 0.3,
+            'lvis/segm_AP_pool': 0.25, 'lvis/bbox_AP_fixed': 0.9
+        }), f)
+    text = tmp_path / 'metafile_fixed.yml'
+    text.write_text(METAFILE.replace('          APf: 30.0',
+                                     '          APf: 30.0\n'
+                                     '          AP-fixed: 22.0'))
+    out = str(tmp_path / 'zoo.md')
+    assert model_zoo.main(['--metafiles', str(text), '--work-dirs', work,
+                           '--out', out, '--digits', '2',
+                           '--ap-fixed']) == 0
+    with open(out) as f:
+        table = f.read()
+    assert '| Config | | AP | APr | APc | APf | APb | AP-fixed | ' \
+        'APr-fixed | AP-pool |' in table
+    mask = table_rows(table, 'mask-tiny')
+    assert mask['paper'][5:] == ['22.0', '-', '-']
+    assert mask['ours'][5:] == ['22.34', '10.00', '25.00']
+    assert mask['delta'][5:] == ['+0.34', '-', '-']
+    # without --ap-fixed: the table is unchanged
+    assert model_zoo.main(['--metafiles', str(text), '--work-dirs', work,
+                           '--out', out]) == 0
+    with open(out) as f:
+        assert 'AP-fixed' not in f.read()
+
+    (model, ) = model_zoo.select(
+        model_zoo.read_metafile(metafile), None, 'mask-tiny')[0].models
+    train, test = model_zoo.run_commands(model, 'wd', 1, ['a=1'],
+                                         ap_fixed=True)
+    assert test[-4:] == ['--cfg-options', 'a=1',
+                         'test_evaluator.ap_fixed=True',
+                         'test_evaluator.ap_pool=True']
+    assert 'test_evaluator.ap_fixed=True' not in train
