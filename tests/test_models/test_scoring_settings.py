@@ -38,7 +38,7 @@ def test_set_scoring_settings_validates_and_keeps_on_error():
     fc = TauNormLinear(4, 3, tau=0.5)
     fc.set_scoring_settings(tau=1)
     assert fc.tau == 1.0 and isinstance(fc.tau, float)
-    with pytest.raises(ValueError, match='tau must be'):
+    with pytest.raises(ValueError, match='tau must be >= 0'):
         fc.set_scoring_settings(tau=-1)
     assert fc.tau == 1.0
     with pytest.raises(KeyError, match="no scoring setting \\['alpha'\\]"):

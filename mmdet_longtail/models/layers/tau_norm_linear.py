@@ -131,7 +131,7 @@ def check_tau(tau: float) -> float:
     """``tau`` as a float; a clear error unless it is finite and >= 0."""
     tau = float(tau)
     if not math.isfinite(tau) or tau < 0:
-        raise ValueError(f'TauNormLinear: tau must be a finite number >= 0, '
+        raise ValueError(f'TauNormLinear: tau must be >= 0 (and finite), '
                          f'got {tau}')
     return tau
 
