@@ -298,3 +298,39 @@ def test_tde_alpha_setting_equals_test_py(run_tool, synthetic_root,
             ckpt,
             cache_dir=cache,
             values=dict(gamma=[0.5]))
+
+
+def test_scoring_components_are_added_by_config():
+    """A setting the model has no component for is given one in the model
+    config before building (the same scores): nothing is swapped in a built
+    model, and the cache key does not change."""
+    from mmengine.config import Config
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    cfg = Config.fromfile(osp.join(REPO_ROOT, CONFIG))
+    cfg.model.roi_head.bbox_head.loss_cls = dict(
+        type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)
+    model_cfg = rescoring.scoring_model_cfg(
+        cfg.model, tau=True, norcal=True, norcal_statistics='train.json')
+    head = model_cfg.roi_head.bbox_head
+    assert head.loss_cls == dict(
+        type='CalibratedCrossEntropyLoss',
+        loss_weight=1.0,
+        num_classes=head.num_classes,
+        gamma=0.0,
+        class_statistics='train.json')
+    assert head.cls_predictor_cfg == dict(type='TauNormLinear', tau=0.0)
+    assert cfg.model.roi_head.bbox_head.loss_cls.type == 'CrossEntropyLoss'
+    assert rescoring.model_identity(model_cfg) == \
+        rescoring.model_identity(cfg.model)
+
+    sigmoid = copy.deepcopy(cfg.model)
+    sigmoid.roi_head.bbox_head.loss_cls.use_sigmoid = True
+    with pytest.raises(ValueError, match='softmax cross-entropy'):
+        rescoring.scoring_model_cfg(sigmoid, tau=False, norcal=True)
+
+    tde = Config.fromfile(osp.join(REPO_ROOT, TDE_CONFIG)).model
+    # the TDE head builds its own classifier and scores in its own way
+    assert rescoring.scoring_model_cfg(tde, tau=True, norcal=False) == tde
+    with pytest.raises(ValueError, match='TDEBBoxHead scores in its own'):
+        rescoring.scoring_model_cfg(tde, tau=False, norcal=True)
