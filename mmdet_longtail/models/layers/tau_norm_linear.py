@@ -97,6 +97,9 @@ class TauNormLinear(ScoringSettingsMixin, nn.Linear):
             without a background output. Defaults to True.
     """
 
+    #: test-time scoring settings (see ScoringSettingsMixin)
+    SCORING_SETTINGS = ('tau', )
+
     def __init__(self,
                  in_features: int,
                  out_features: int,
@@ -107,8 +110,6 @@ class TauNormLinear(ScoringSettingsMixin, nn.Linear):
         super().__init__(in_features, out_features, bias=bias, **kwargs)
         self.tau = check_tau(tau)
         self.exclude_background = exclude_background
-
-    SCORING_SETTINGS = ('tau', )
 
     def check_scoring_settings(self, settings: Dict[str, Any]
                                ) -> Dict[str, Any]:

@@ -141,6 +141,9 @@ class CalibratedCrossEntropyLoss(ScoringSettingsMixin, CustomClassifierMixin,
             ``use_mask`` must stay False.
     """
 
+    #: test-time scoring settings (see ScoringSettingsMixin)
+    SCORING_SETTINGS = ('gamma', 'method')
+
     def __init__(self,
                  num_classes: int,
                  class_statistics: Optional[StatisticsSource] = None,
@@ -168,8 +171,6 @@ class CalibratedCrossEntropyLoss(ScoringSettingsMixin, CustomClassifierMixin,
         self.method = settings['method']
         self._log_factors_key: Optional[tuple] = None
         self._log_factors: Optional[Tensor] = None
-
-    SCORING_SETTINGS = ('gamma', 'method')
 
     def check_scoring_settings(self, settings: Dict[str, Any]
                                ) -> Dict[str, Any]:
