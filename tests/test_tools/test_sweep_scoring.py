@@ -1,10 +1,10 @@
-"""tools/analysis_tools/sweep_scoring.py on the small synthetic set: one
-setting re-scored from the cache gives exactly what tools/test.py gives with
-that setting, and a cache built for another config / dataset / checkpoint is
-refused with an error naming the difference."""
+"""tools/analysis_tools/sweep_scoring.py (mmdet_longtail.evaluation.rescoring)
+on the small synthetic set: one setting re-scored from the cache gives
+exactly what tools/test.py --cfg-options gives with that setting, and a cache
+built for another config / dataset / checkpoint is refused with an error
+naming the difference."""
 import copy
 import glob
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT, build_config_model, last_checkpoint
+from mmdet_longtail.evaluation import rescoring
 
 CONFIG = 'configs/norcal/faster-rcnn_r18-tiny_fpn_norcal_12e_synthetic-lvis.py'
 TOOL = 'analysis_tools/sweep_scoring.py'
@@ -27,14 +28,6 @@ TEST_PY_OPTIONS = {
         f'model.roi_head.bbox_head.cls_predictor_cfg.tau={TAU}'
     ],
 }
-
-
-def load_sweep_module():
-    path = osp.join(REPO_ROOT, 'tools', TOOL)
-    spec = importlib.util.spec_from_file_location('sweep_scoring', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def built_checkpoint(config: str, path: str, data_root: str) -> str:
@@ -135,16 +128,18 @@ def test_sweep_reports_table_plot_and_cost_ratio(sweep):
 
 def test_cached_run_is_reused_and_foreign_caches_refused(
         sweep, synthetic_root, monkeypatch, capsys, tmp_path):
-    sweep_scoring = load_sweep_module()
     monkeypatch.setenv('MMLT_SYNTHETIC_ROOT', synthetic_root)
     config = osp.join(REPO_ROOT, CONFIG)
-    args = [config, sweep['ckpt'], '--cache-dir', sweep['cache']]
+
+    def run(ckpt=sweep['ckpt'], **kwargs):
+        return rescoring.sweep_scoring(
+            config, ckpt, cache_dir=sweep['cache'], **kwargs).results
 
     # post-processing changes keep the cache valid: no network pass
-    results = sweep_scoring.main(args + [
-        '--score-thr', '0.05', '--out-dir',
-        str(tmp_path), '--cfg-options', 'model.test_cfg.rcnn.max_per_img=50'
-    ])
+    results = run(
+        values=dict(score_thr=[0.05]),
+        out_dir=str(tmp_path),
+        cfg_options={'model.test_cfg.rcnn.max_per_img': 50})
     out = capsys.readouterr().out
     assert 'using the scoring cache' in out
     assert 'running the detector' not in out
@@ -152,28 +147,28 @@ def test_cached_run_is_reused_and_foreign_caches_refused(
 
     # a config with another tau reuses the cache too: its logits are
     # recomputed from the cached features (the cache holds tau = 0 logits)
-    results = sweep_scoring.main(args + [
-        '--out-dir',
-        str(tmp_path), '--cfg-options',
-        'model.roi_head.bbox_head.cls_predictor_cfg.type=TauNormLinear',
-        f'model.roi_head.bbox_head.cls_predictor_cfg.tau={TAU}'
-    ])
+    results = run(
+        out_dir=str(tmp_path),
+        cfg_options={
+            'model.roi_head.bbox_head.cls_predictor_cfg.type':
+            'TauNormLinear',
+            'model.roi_head.bbox_head.cls_predictor_cfg.tau': TAU
+        })
     assert results[0].setting.tau == TAU
     k = setting_index(sweep['results'], tau=TAU)
     assert results[0].metrics == sweep['results']['settings'][k]['metrics']
 
-    with pytest.raises(sweep_scoring.CacheMismatchError) as err:
-        sweep_scoring.main(
-            args + ['--cfg-options', 'model.test_cfg.rpn.max_per_img=50'])
+    with pytest.raises(rescoring.CacheMismatchError) as err:
+        run(cfg_options={'model.test_cfg.rpn.max_per_img': 50})
     assert ('model config: differs at model.test_cfg.rpn.max_per_img: '
             'cached 100, now 50') in str(err.value)
     assert '--rebuild-cache' in str(err.value)
 
-    with pytest.raises(sweep_scoring.CacheMismatchError) as err:
-        sweep_scoring.main(args + [
-            '--cfg-options',
-            'test_dataloader.dataset.ann_file=annotations/lvis_v1_train.json'
-        ])
+    with pytest.raises(rescoring.CacheMismatchError) as err:
+        run(cfg_options={
+            'test_dataloader.dataset.ann_file':
+            'annotations/lvis_v1_train.json'
+        })
     message = str(err.value)
     assert ('dataset: differs at test_dataloader.dataset.ann_file: cached '
             "'annotations/lvis_v1_val.json', now "
@@ -184,29 +179,28 @@ def test_cached_run_is_reused_and_foreign_caches_refused(
     ckpt = torch.load(other, weights_only=False)
     ckpt['state_dict']['roi_head.bbox_head.fc_cls.bias'] += 1
     torch.save(ckpt, other)
-    with pytest.raises(sweep_scoring.CacheMismatchError,
+    with pytest.raises(rescoring.CacheMismatchError,
                        match=r'checkpoint: cached .*now .*other\.pth'):
-        sweep_scoring.main([config, other, '--cache-dir', sweep['cache']])
+        run(ckpt=other)
 
 
 def test_settings_one_at_a_time_or_grid():
-    sweep_scoring = load_sweep_module()
-    base = sweep_scoring.Setting(
+    base = rescoring.Setting(
         gamma=0.6, method='gamma', tau=0.0, alpha=None, score_thr=1e-4)
-    one = sweep_scoring.sweep_settings(
+    one = rescoring.sweep_settings(
         base, dict(gamma=[0.0, 0.6, 1.0], tau=[1.0]), norcal_method='cb')
     assert [(s.gamma, s.method, s.tau) for s in one] == [
         (0.6, 'gamma', 0.0), (0.0, 'cb', 0.0), (0.6, 'cb', 0.0),
         (1.0, 'cb', 0.0), (0.6, 'gamma', 1.0)
     ]
-    grid = sweep_scoring.sweep_settings(
+    grid = rescoring.sweep_settings(
         base, dict(gamma=[0.0, 1.0], score_thr=[1e-3, 1e-2]), grid=True)
     assert [(s.gamma, s.score_thr) for s in grid[1:]] == [(0.0, 1e-3),
                                                           (0.0, 1e-2),
                                                           (1.0, 1e-3),
                                                           (1.0, 1e-2)]
     with pytest.raises(ValueError, match='unknown sweep parameters'):
-        sweep_scoring.sweep_settings(base, dict(beta=[1.0]))
+        rescoring.sweep_settings(base, dict(beta=[1.0]))
 
 
 def test_model_fingerprint_ignores_post_hoc_settings():
@@ -214,13 +208,12 @@ def test_model_fingerprint_ignores_post_hoc_settings():
     what the network computes, so they keep a cache valid; the RPN test
     settings and the architecture do not."""
     from mmengine.config import Config
-    sweep_scoring = load_sweep_module()
     base_cfg = Config.fromfile(osp.join(REPO_ROOT, CONFIG))
 
     def identity(options: dict) -> dict:
         cfg = copy.deepcopy(base_cfg)
         cfg.merge_from_dict(options)
-        return sweep_scoring.model_identity(cfg.model)
+        return rescoring.model_identity(cfg.model)
 
     reference = identity({})
     for same in [{
@@ -251,7 +244,6 @@ def test_tde_alpha_setting_equals_test_py(run_tool, synthetic_root,
     """--alpha re-computes the TDE logits from the cached RoI features; one
     alpha gives exactly what tools/test.py gives with
     test_cfg.rcnn.tde_alpha set to it."""
-    sweep_scoring = load_sweep_module()
     work = str(tmp_path / 'train')
     # one epoch: the moving-average feature that TDE needs is non-zero
     run_tool.train(TDE_CONFIG, work)
@@ -262,11 +254,16 @@ def test_tde_alpha_setting_equals_test_py(run_tool, synthetic_root,
     # without one, each image keeps its max_per_img best boxes, so the
     # comparison below is never vacuous
     no_threshold = 'model.test_cfg.rcnn.score_thr=0.0'
-    results = sweep_scoring.main([
-        osp.join(REPO_ROOT, TDE_CONFIG), ckpt, '--cache-dir', cache,
-        '--alpha', '0.5', '--dump-predictions', '--cfg-options',
-        'test_dataloader.batch_size=4', no_threshold
-    ])
+    results = rescoring.sweep_scoring(
+        osp.join(REPO_ROOT, TDE_CONFIG),
+        ckpt,
+        cache_dir=cache,
+        values=dict(alpha=[0.5]),
+        dump_predictions=True,
+        cfg_options={
+            'test_dataloader.batch_size': 4,
+            'model.test_cfg.rcnn.score_thr': 0.0
+        }).results
     assert [r.setting.alpha for r in results] == [1.5, 0.5]
 
     test_work = str(tmp_path / 'test')
@@ -296,7 +293,44 @@ def test_tde_alpha_setting_equals_test_py(run_tool, synthetic_root,
         for i in got)
     # NorCal calibrates a stock softmax head; TDE scores in its own way
     with pytest.raises(ValueError, match='TDEBBoxHead scores in its own'):
-        sweep_scoring.main([
-            osp.join(REPO_ROOT, TDE_CONFIG), ckpt, '--cache-dir', cache,
-            '--gamma', '0.5'
-        ])
+        rescoring.sweep_scoring(
+            osp.join(REPO_ROOT, TDE_CONFIG),
+            ckpt,
+            cache_dir=cache,
+            values=dict(gamma=[0.5]))
+
+
+def test_scoring_components_are_added_by_config():
+    """A setting the model has no component for is given one in the model
+    config before building (the same scores): nothing is swapped in a built
+    model, and the cache key does not change."""
+    from mmengine.config import Config
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    cfg = Config.fromfile(osp.join(REPO_ROOT, CONFIG))
+    cfg.model.roi_head.bbox_head.loss_cls = dict(
+        type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0)
+    model_cfg = rescoring.scoring_model_cfg(
+        cfg.model, tau=True, norcal=True, norcal_statistics='train.json')
+    head = model_cfg.roi_head.bbox_head
+    assert head.loss_cls == dict(
+        type='CalibratedCrossEntropyLoss',
+        loss_weight=1.0,
+        num_classes=head.num_classes,
+        gamma=0.0,
+        class_statistics='train.json')
+    assert head.cls_predictor_cfg == dict(type='TauNormLinear', tau=0.0)
+    assert cfg.model.roi_head.bbox_head.loss_cls.type == 'CrossEntropyLoss'
+    assert rescoring.model_identity(model_cfg) == \
+        rescoring.model_identity(cfg.model)
+
+    sigmoid = copy.deepcopy(cfg.model)
+    sigmoid.roi_head.bbox_head.loss_cls.use_sigmoid = True
+    with pytest.raises(ValueError, match='softmax cross-entropy'):
+        rescoring.scoring_model_cfg(sigmoid, tau=False, norcal=True)
+
+    tde = Config.fromfile(osp.join(REPO_ROOT, TDE_CONFIG)).model
+    # the TDE head builds its own classifier and scores in its own way
+    assert rescoring.scoring_model_cfg(tde, tau=True, norcal=False) == tde
+    with pytest.raises(ValueError, match='TDEBBoxHead scores in its own'):
+        rescoring.scoring_model_cfg(tde, tau=False, norcal=True)

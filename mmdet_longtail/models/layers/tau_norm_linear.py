@@ -15,7 +15,8 @@ For detection the background row (the last one in mmdet) is left untouched
 and the bias is kept, as in the detection port of BAGS
 (``tools/test_lvis_tnorm.py``).
 """
-from typing import Dict, List, Sequence
+import math
+from typing import Any, Dict, List, Sequence
 
 import torch
 import torch.nn as nn
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmdet.registry import MODELS
+from ..scoring_settings import ScoringSettingsMixin
 from .classifier_layout import ClassifierLayout
 
 # rows with a smaller norm are treated as this norm (an all-zero row stays 0)
@@ -70,8 +72,14 @@ def tau_normalize_weight(weight: Tensor,
 
 
 @MODELS.register_module()
-class TauNormLinear(nn.Linear):
+class TauNormLinear(ScoringSettingsMixin, nn.Linear):
     """``nn.Linear`` whose foreground rows are tau-normalised in forward.
+
+    ``tau`` is a test-time scoring setting (see
+    :mod:`mmdet_longtail.models.scoring_settings`): set it from the config
+    (``--cfg-options model.roi_head.bbox_head.cls_predictor_cfg.tau=0.5``)
+    or at run time with ``set_scoring_settings(tau=0.5)``. ``tau=0`` is
+    exactly ``nn.Linear``.
 
     The stored ``weight`` / ``bias`` are the raw ones, so the state dict is
     that of ``nn.Linear`` and a baseline checkpoint loads unchanged; use it
@@ -89,6 +97,9 @@ class TauNormLinear(nn.Linear):
             without a background output. Defaults to True.
     """
 
+    #: test-time scoring settings (see ScoringSettingsMixin)
+    SCORING_SETTINGS = ('tau', )
+
     def __init__(self,
                  in_features: int,
                  out_features: int,
@@ -97,10 +108,13 @@ class TauNormLinear(nn.Linear):
                  exclude_background: bool = True,
                  **kwargs) -> None:
         super().__init__(in_features, out_features, bias=bias, **kwargs)
-        if tau < 0:
-            raise ValueError(f'TauNormLinear: tau must be >= 0, got {tau}')
-        self.tau = float(tau)
+        self.tau = check_tau(tau)
         self.exclude_background = exclude_background
+
+    def check_scoring_settings(self, settings: Dict[str, Any]
+                               ) -> Dict[str, Any]:
+        """``tau`` as a float >= 0."""
+        return dict(settings, tau=check_tau(settings['tau']))
 
     def forward(self, x: Tensor) -> Tensor:
         if self.tau == 0:
@@ -112,6 +126,15 @@ class TauNormLinear(nn.Linear):
     def extra_repr(self) -> str:
         return (super().extra_repr() + f', tau={self.tau}, '
                 f'exclude_background={self.exclude_background}')
+
+
+def check_tau(tau: float) -> float:
+    """``tau`` as a float; a clear error unless it is finite and >= 0."""
+    tau = float(tau)
+    if not math.isfinite(tau) or tau < 0:
+        raise ValueError(f'TauNormLinear: tau must be >= 0 (and finite), '
+                         f'got {tau}')
+    return tau
 
 
 # classifier weights of mmdet RoI heads (any cascade stage), e.g.

@@ -29,7 +29,7 @@ test time, e.g. ``--cfg-options model.roi_head.bbox_head.loss_cls.gamma=0.6``
 (cascade heads: ``model.roi_head.bbox_head.2.loss_cls.gamma=0.6``).
 """
 import math
-from typing import Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ from mmdet.models.losses import CrossEntropyLoss, accuracy
 from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import (StatisticsSource,
                                                  load_class_statistics)
+from ..scoring_settings import ScoringSettingsMixin
 from .utils import ClassifierLayout, CustomClassifierMixin
 
 NORCAL_METHODS = ('gamma', 'cb')
@@ -110,8 +111,15 @@ def norcal_scores(cls_score: Tensor, log_factors: Tensor) -> Tensor:
 
 
 @MODELS.register_module()
-class CalibratedCrossEntropyLoss(CustomClassifierMixin, CrossEntropyLoss):
+class CalibratedCrossEntropyLoss(ScoringSettingsMixin, CustomClassifierMixin,
+                                 CrossEntropyLoss):
     """Softmax cross-entropy for training, NorCal scores at test time.
+
+    ``gamma`` and ``method`` are test-time scoring settings (see
+    :mod:`mmdet_longtail.models.scoring_settings`): set them from the
+    config or at run time with ``set_scoring_settings(gamma=..., method=...)``.
+    With ``gamma=0`` the loss is exactly ``CrossEntropyLoss`` in training
+    and at test time.
 
     Args:
         num_classes (int): number of foreground classes C (the classifier has
@@ -133,6 +141,9 @@ class CalibratedCrossEntropyLoss(CustomClassifierMixin, CrossEntropyLoss):
             ``use_mask`` must stay False.
     """
 
+    #: test-time scoring settings (see ScoringSettingsMixin)
+    SCORING_SETTINGS = ('gamma', 'method')
+
     def __init__(self,
                  num_classes: int,
                  class_statistics: Optional[StatisticsSource] = None,
@@ -146,8 +157,6 @@ class CalibratedCrossEntropyLoss(CustomClassifierMixin, CrossEntropyLoss):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
         check_norcal_gamma(gamma, method)
-        self.gamma = float(gamma)
-        self.method = method
         self.image_count: Optional[np.ndarray] = None
         self.stats_source = 'counts'
         if class_statistics is not None:
@@ -155,15 +164,27 @@ class CalibratedCrossEntropyLoss(CustomClassifierMixin, CrossEntropyLoss):
                                           'CalibratedCrossEntropyLoss')
             self.image_count = stats.image_count.copy()
             self.stats_source = stats.source
-            if self.gamma > 0:
-                # fails at build time on classes without training images
-                norcal_log_factors(self.image_count, self.gamma, method,
-                                   self.stats_source)
-        elif self.gamma > 0:
-            load_class_statistics(None, self.num_classes,
-                                  'CalibratedCrossEntropyLoss with gamma > 0')
+        # fails at build time on classes without training images
+        settings = self.check_scoring_settings(
+            dict(gamma=gamma, method=method))
+        self.gamma = settings['gamma']
+        self.method = settings['method']
         self._log_factors_key: Optional[tuple] = None
         self._log_factors: Optional[Tensor] = None
+
+    def check_scoring_settings(self, settings: Dict[str, Any]
+                               ) -> Dict[str, Any]:
+        """A valid ``gamma`` for ``method``; ``gamma > 0`` needs the class
+        statistics, with N_c >= 1 for every class."""
+        gamma = check_norcal_gamma(settings['gamma'], settings['method'])
+        if gamma > 0:
+            if self.image_count is None:
+                load_class_statistics(
+                    None, self.num_classes,
+                    'CalibratedCrossEntropyLoss with gamma > 0')
+            norcal_log_factors(self.image_count, gamma, settings['method'],
+                               self.stats_source)
+        return dict(settings, gamma=gamma)
 
     def cls_channels(self) -> int:
         """C + 1 outputs, as a plain softmax head."""

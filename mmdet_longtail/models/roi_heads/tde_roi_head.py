@@ -105,7 +105,7 @@ def configure_tde_heads(bbox_heads: Sequence, test_cfg, owner: str) -> None:
                     f'{owner}: test_cfg.{cfg_key}={value!r} overrides the box '
                     f'head {attribute}={getattr(head, attribute)!r}',
                     logger='current')
-            setattr(head, attribute, value)
+            head.set_scoring_settings(**{attribute: value})
 
 
 @MODELS.register_module()

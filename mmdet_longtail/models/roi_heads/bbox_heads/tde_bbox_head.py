@@ -16,7 +16,7 @@ so the detector's foreground / background split is that of the de-confounded
 model and TDE only redistributes the foreground mass among the classes.
 """
 import math
-from typing import ContextManager, Optional
+from typing import Any, ContextManager, Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,7 @@ from mmdet.models.losses import CrossEntropyLoss
 from mmdet.models.roi_heads.bbox_heads import Shared2FCBBoxHead
 from mmdet.registry import MODELS
 from mmdet_longtail.models.layers.tde_classifier import check_tde_settings
+from mmdet_longtail.models.scoring_settings import ScoringSettingsMixin
 
 #: floor of the log-probabilities handed to mmdet's softmax: exp() of
 #: smaller values is subnormal in float32, which CPUs compute about 100x
@@ -98,8 +99,17 @@ def check_scoring(scoring: str, owner: str) -> str:
     return scoring
 
 
+def check_alpha(alpha: float, owner: str) -> float:
+    """``alpha`` as a float; a clear error unless it is finite."""
+    alpha = float(alpha)
+    if not math.isfinite(alpha):
+        raise ValueError(f'{owner}: alpha must be a finite number, got '
+                         f'{alpha}')
+    return alpha
+
+
 @MODELS.register_module()
-class TDEBBoxHead(Shared2FCBBoxHead):
+class TDEBBoxHead(ScoringSettingsMixin, Shared2FCBBoxHead):
     """Shared 2-fc box head with the de-confounded classifier of TDE.
 
     ``fc_cls`` is a :class:`TDEClassifier` fed with the output of the shared
@@ -114,9 +124,12 @@ class TDEBBoxHead(Shared2FCBBoxHead):
     them back to the same probabilities (softmax(log p) = p when p sums to
     1), so the scores reach NMS normalised exactly once.
 
-    The test-time settings ``alpha`` and ``scoring`` can be changed without
-    retraining; ``test_cfg.rcnn.tde_alpha`` / ``tde_scoring`` set them for
-    every stage at once (see :class:`TDERoIHead`).
+    ``alpha`` and ``scoring`` are test-time scoring settings (see
+    :mod:`mmdet_longtail.models.scoring_settings`), changed without
+    retraining: from the config (``model.roi_head.bbox_head.alpha=1.0``;
+    ``test_cfg.rcnn.tde_alpha`` / ``tde_scoring`` set them for every stage
+    at once, see :class:`TDERoIHead`) or at run time with
+    ``set_scoring_settings(alpha=1.0)``.
 
     Args:
         num_heads (int): K, the feature / weight split; must divide
@@ -158,6 +171,7 @@ class TDEBBoxHead(Shared2FCBBoxHead):
                 f'{num_heads}')
         check_tde_settings(fc_out_channels, num_heads, tau, gamma, momentum)
         check_scoring(scoring, 'TDEBBoxHead')
+        alpha = check_alpha(alpha, 'TDEBBoxHead')
         default_init = kwargs.get('init_cfg') is None
         super().__init__(**kwargs)
         self._check_loss()
@@ -202,14 +216,25 @@ class TDEBBoxHead(Shared2FCBBoxHead):
 
     # -- test-time settings ------------------------------------------------
 
+    SCORING_SETTINGS = ('alpha', 'scoring')
+
     @property
     def alpha(self) -> float:
-        """TDE strength used by the classifier at test time."""
+        """TDE strength used by the classifier at test time (held by
+        ``fc_cls``; change it with :meth:`set_scoring_settings`)."""
         return self.fc_cls.alpha
 
     @alpha.setter
     def alpha(self, value: float) -> None:
-        self.fc_cls.alpha = float(value)
+        self.fc_cls.alpha = check_alpha(value, 'TDEBBoxHead')
+
+    def check_scoring_settings(self, settings: Dict[str, Any]
+                               ) -> Dict[str, Any]:
+        """A finite ``alpha`` and a ``scoring`` of :data:`SCORINGS`."""
+        return dict(
+            settings,
+            alpha=check_alpha(settings['alpha'], 'TDEBBoxHead'),
+            scoring=check_scoring(settings['scoring'], 'TDEBBoxHead'))
 
     # -- training ----------------------------------------------------------
 
