@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, build_config_model
 from mmdet.models.losses import CrossEntropyLoss
 from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import ClassStatistics
@@ -262,9 +262,11 @@ def tiny_checkpoint(config: str) -> dict:
     from mmdet.utils import register_all_modules
     register_all_modules()
     cfg = Config.fromfile(config)
+    # as LongTailRunner builds the model and saves its config
+    state_dict = build_config_model(cfg).state_dict()
     return dict(
         meta=dict(epoch=12, cfg=cfg.pretty_text),
-        state_dict=MODELS.build(cfg.model).state_dict(),
+        state_dict=state_dict,
         optimizer={})
 
 
