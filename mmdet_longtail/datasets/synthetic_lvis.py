@@ -492,10 +492,10 @@ def make_synthetic_lvis(out_dir: str,
     _check_room(opts)
     rng = np.random.default_rng(opts.seed)
 
+    train_classes = _assign_train_classes(opts, rng)  # may refuse: first
     for sub in ('annotations', 'train2017', 'val2017'):
         os.makedirs(osp.join(out_dir, sub), exist_ok=True)
 
-    train_classes = _assign_train_classes(opts, rng)
     train_images, train_anns = _write_split(
         out_dir, 'train', train_classes, 1, opts, rng,
         ['train2017'] * opts.num_train_images, first_ann_id=1,
