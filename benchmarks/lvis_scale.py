@@ -580,10 +580,11 @@ def main(argv=None) -> int:
     env, gpu = run_env(args)
     roots = {d: ensure_data(args, d) for d in sorted({r.dataset
                                                       for r in runs})}
-    start = time.time()
+    start, load = time.time(), [os.getloadavg()[0]]
     for i, run in enumerate(runs):
         print(f'[{i + 1}/{len(runs)}] {run.key}', flush=True)
         train_and_test(run, args, env, roots[run.dataset])
+        load.append(os.getloadavg()[0])
         print(f'    {run.result}', flush=True)
     fill_ratios(runs)
     text = table(runs, gpu)
@@ -595,9 +596,12 @@ def main(argv=None) -> int:
           f'{args.test_images} test images (first {args.test_warmup} left '
           f'out), scale {args.scale or "config"}, {args.train_images} train '
           f'images of {args.image_size} px, '
-          f'{time.time() - start:.0f} s\n\n{text}')
+          f'{time.time() - start:.0f} s, load average {min(load):.1f}..'
+          f'{max(load):.1f} on {os.cpu_count()} CPUs (a busy machine makes '
+          f'the ratios noisy)\n\n{text}')
     report = dict(
         command=command, device='cuda' if gpu else 'cpu', amp=args.amp,
+        load_average=load,
         args=vars(args),
         runs=[dict(config=r.config, key=r.key, baseline=r.baseline,
                    goal=r.goal, **r.result) for r in runs])
