@@ -216,7 +216,8 @@ def test_impossible_options_fail_clearly(tmp_path, options, message):
         make_synthetic_lvis(str(tmp_path), num_val_images=2, **options)
 
 
-@pytest.mark.parametrize('dataset_type', ['LVISV05Dataset', 'LVISV05LTDataset'])
+@pytest.mark.parametrize('dataset_type',
+                         ['LVISV05Dataset', 'LVISV05LTDataset'])
 def test_v05_layout_loads_through_mmdet(tmp_path, dataset_type):
     from mmdet.registry import DATASETS
     from mmdet.utils import register_all_modules
