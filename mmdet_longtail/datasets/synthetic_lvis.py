@@ -17,6 +17,16 @@ The files mirror LVIS v1 exactly:
   validation images live in ``train2017/``. mmdet's ``LVISV1Dataset`` resolves
   the path from ``coco_url``, so the data root needs both folders.
 
+With ``lvis_version='v0.5'`` the files are ``lvis_v0.5_{train,val}.json``,
+images also carry a COCO 2014 ``file_name`` (as in LVIS v0.5; mmdet's
+``LVISV05Dataset`` maps it to the 2017 name) and all validation images live
+in ``val2017/``.
+
+Every class gets at least ``min_class_images`` train images at any image
+size: an image never gets more classes than a grid of ``min_object_size``
+cells holds, a class that finds no room at a random position goes to a free
+grid cell, and options that cannot keep the minimum raise a clear error.
+
 Frequency letters come from the training image counts. The LVIS thresholds
 (10 and 100 images out of about 100k) are scaled to the dataset size: rare is
 at most ``rare_fraction`` of the training images, common at most
@@ -34,6 +44,7 @@ import numpy as np
 from .class_stats import frequency_letters
 
 COCO_URL_PREFIX = 'http://images.cocodataset.org/'
+LVIS_VERSIONS = ('v1', 'v0.5')
 
 SHAPES = ('square', 'circle', 'triangle', 'diamond', 'cross', 'hexagon',
           'star')
@@ -62,6 +73,8 @@ class SyntheticLVISOptions:
     rare_fraction: float = 0.01
     common_fraction: float = 0.08
     seed: int = 0
+    # 'v1' or 'v0.5': file names and image records of that LVIS version
+    lvis_version: str = 'v1'
 
 
 def class_appearance(label: int, num_classes: int) -> Tuple[str, Tuple]:
@@ -132,16 +145,52 @@ def zipf_image_counts(opts: SyntheticLVISOptions) -> np.ndarray:
     return np.minimum(counts, opts.num_train_images)
 
 
+# gap kept between object boxes (strictly more than this many pixels)
+BOX_MARGIN = 2
+
+
+def grid_pitch(opts: SyntheticLVISOptions) -> int:
+    """Cell size of the fallback grid: one object of ``min_object_size``
+    (unrotated, so its box is at most that size) plus the box margin."""
+    return opts.min_object_size + BOX_MARGIN + 1
+
+
+def objects_per_image(opts: SyntheticLVISOptions) -> int:
+    """How many objects an image is guaranteed to hold (fallback grid)."""
+    return max(0, (opts.image_size - 2) // grid_pitch(opts))**2
+
+
+def _class_name(label: int) -> str:
+    return f'{SHAPES[label % len(SHAPES)]}_{label // len(SHAPES)}'
+
+
 def _assign_train_classes(opts: SyntheticLVISOptions,
                           rng: np.random.Generator) -> List[List[int]]:
     """Classes present in each train image, meeting the Zipf image counts.
 
-    Images with fewer objects are preferred, which spreads the load.
+    Images with fewer objects are preferred, which spreads the load. No image
+    gets more classes than :func:`objects_per_image`, so every assigned class
+    can be drawn; when the images cannot hold a class's count, this raises
+    instead of writing fewer images of it.
     """
+    capacity = objects_per_image(opts)
     load = np.zeros(opts.num_train_images)
     image_classes: List[List[int]] = [[] for _ in range(opts.num_train_images)]
     for label, count in enumerate(zipf_image_counts(opts)):
-        weights = 1.0 / (1.0 + load)**3
+        free = load < capacity
+        if count > free.sum():
+            raise ValueError(
+                f'synthetic LVIS: class {label} ({_class_name(label)}) needs '
+                f'{int(count)} train images (min_class_images='
+                f'{opts.min_class_images}, max_class_images='
+                f'{opts.max_class_images}) but only {int(free.sum())} of the '
+                f'{opts.num_train_images} train images have room left: a '
+                f'{opts.image_size} px image holds at most {capacity} '
+                f'objects of min_object_size={opts.min_object_size} px. '
+                'Raise image_size or num_train_images, or lower '
+                'min_object_size, max_class_images, min_class_images or '
+                'num_classes.')
+        weights = np.where(free, 1.0 / (1.0 + load)**3, 0.0)
         chosen = rng.choice(
             opts.num_train_images,
             size=int(count),
@@ -153,10 +202,21 @@ def _assign_train_classes(opts: SyntheticLVISOptions,
     return image_classes
 
 
-def _place_objects(labels: List[int], opts: SyntheticLVISOptions,
-                   rng: np.random.Generator) -> List[Tuple[int, np.ndarray]]:
-    """Non-overlapping polygons for the given labels (some may be dropped
-    when an image is too crowded)."""
+def _fits(box: np.ndarray, boxes: List[np.ndarray]) -> bool:
+    m = BOX_MARGIN
+    return all(box[0] > b[2] + m or box[2] < b[0] - m or box[1] > b[3] + m
+               or box[3] < b[1] - m for b in boxes)
+
+
+def _box(poly: np.ndarray) -> np.ndarray:
+    return np.array([*poly.min(0), *poly.max(0)])
+
+
+def _place_randomly(labels: List[int], opts: SyntheticLVISOptions,
+                    rng: np.random.Generator
+                    ) -> List[Tuple[int, np.ndarray]]:
+    """Non-overlapping polygons of random size and position (objects that
+    find no room in 50 tries are dropped)."""
     placed: List[Tuple[int, np.ndarray]] = []
     boxes: List[np.ndarray] = []
     size = opts.image_size
@@ -168,15 +228,74 @@ def _place_objects(labels: List[int], opts: SyntheticLVISOptions,
             angle = rng.uniform(-0.3, 0.3)
             poly = shape_polygon(shape, cx, cy, obj, angle)
             poly = np.clip(poly, 0, size - 1)
-            box = np.array([*poly.min(0), *poly.max(0)])
-            margin = 2
-            if all(box[0] > b[2] + margin or box[2] < b[0] - margin
-                   or box[1] > b[3] + margin or box[3] < b[1] - margin
-                   for b in boxes):
+            box = _box(poly)
+            if _fits(box, boxes):
                 placed.append((label, poly))
                 boxes.append(box)
                 break
     return placed
+
+
+def _place_on_grid(labels: List[int],
+                   placed: List[Tuple[int, np.ndarray]],
+                   opts: SyntheticLVISOptions,
+                   rng: np.random.Generator
+                   ) -> Optional[List[Tuple[int, np.ndarray]]]:
+    """Add ``labels`` to ``placed`` as unrotated ``min_object_size`` objects
+    on free cells of the fallback grid; None when the cells run out."""
+    pitch = grid_pitch(opts)
+    n = (opts.image_size - 2) // pitch
+    boxes = [_box(poly) for _, poly in placed]
+    result = list(placed)
+    cells = rng.permutation(n * n)
+    k = 0
+    for label in labels:
+        shape, _ = class_appearance(label, opts.num_classes)
+        while True:
+            if k == len(cells):
+                return None
+            row, col = divmod(int(cells[k]), n)
+            k += 1
+            half = opts.min_object_size / 2
+            cx = 2 + col * pitch + half
+            cy = 2 + row * pitch + half
+            poly = shape_polygon(shape, cx, cy, opts.min_object_size, 0.0)
+            box = _box(poly)
+            if _fits(box, boxes):
+                result.append((label, poly))
+                boxes.append(box)
+                break
+    return result
+
+
+def _place_objects(labels: List[int], opts: SyntheticLVISOptions,
+                   rng: np.random.Generator) -> List[Tuple[int, np.ndarray]]:
+    """Non-overlapping polygons for ``labels``: every distinct label is
+    drawn at least once; repeated labels may be dropped when the image is
+    crowded.
+
+    Objects get a random size and position; a label that finds no room goes
+    to a free cell of a grid of ``min_object_size`` cells, and if none is
+    free the image is laid out on that grid (which holds
+    :func:`objects_per_image` objects).
+    """
+    distinct = list(dict.fromkeys(labels))
+    if len(distinct) > objects_per_image(opts):
+        raise ValueError(
+            f'synthetic LVIS: {len(distinct)} classes in one image, but a '
+            f'{opts.image_size} px image holds at most '
+            f'{objects_per_image(opts)} objects of min_object_size='
+            f'{opts.min_object_size} px')
+    placed = _place_randomly(labels, opts, rng)
+    present = {label for label, _ in placed}
+    missing = [label for label in distinct if label not in present]
+    if not missing:
+        return placed
+    result = _place_on_grid(missing, placed, opts, rng)
+    if result is None:
+        result = _place_on_grid(distinct, [], opts, rng)
+    assert result is not None  # the grid holds every distinct label
+    return result
 
 
 def _render(objects: List[Tuple[int, np.ndarray]], opts: SyntheticLVISOptions,
@@ -207,6 +326,11 @@ def _image_record(img_id: int, split_dir: str, opts: SyntheticLVISOptions,
     not_exhaustive = sorted(
         int(c) for c in present if rng.random() < opts.not_exhaustive_prob)
     file_name = f'{img_id:012d}.jpg'
+    extra = {}
+    if opts.lvis_version == 'v0.5':
+        # v0.5 records carry COCO 2014 names; loaders map them to 2017 ones
+        split = 'train' if split_dir == 'train2017' else 'val'
+        extra['file_name'] = f'COCO_{split}2014_{file_name}'
     return dict(
         id=img_id,
         width=opts.image_size,
@@ -216,7 +340,8 @@ def _image_record(img_id: int, split_dir: str, opts: SyntheticLVISOptions,
         date_captured='2026-01-01 00:00:00',
         license=1,
         neg_category_ids=neg,
-        not_exhaustive_category_ids=not_exhaustive)
+        not_exhaustive_category_ids=not_exhaustive,
+        **extra)
 
 
 def _write_split(out_dir: str, split: str, image_classes: List[List[int]],
@@ -288,7 +413,7 @@ def _categories(opts: SyntheticLVISOptions, train_images: List[dict],
     categories = []
     for label in range(n):
         shape, color = class_appearance(label, n)
-        name = f'{shape}_{label // len(SHAPES)}'
+        name = _class_name(label)
         categories.append({
             'id': label + 1,
             'name': name,
@@ -302,11 +427,46 @@ def _categories(opts: SyntheticLVISOptions, train_images: List[dict],
     return categories, thresholds
 
 
+def _check_room(opts: SyntheticLVISOptions) -> None:
+    """Refuse options whose per-class minimum cannot be met."""
+    if opts.min_class_images > opts.num_train_images:
+        raise ValueError(
+            f'synthetic LVIS: min_class_images={opts.min_class_images} is '
+            f'more than num_train_images={opts.num_train_images}: raise '
+            'num_train_images or lower min_class_images')
+    if objects_per_image(opts) == 0:
+        raise ValueError(
+            f'synthetic LVIS: image_size={opts.image_size} px cannot hold an '
+            f'object of min_object_size={opts.min_object_size} px: raise '
+            f'image_size to at least {grid_pitch(opts) + 2} or lower '
+            'min_object_size')
+    if opts.min_object_size > opts.max_object_size:
+        raise ValueError(
+            f'synthetic LVIS: min_object_size={opts.min_object_size} > '
+            f'max_object_size={opts.max_object_size}')
+
+
+def _check_class_minimum(opts: SyntheticLVISOptions,
+                         categories: List[dict]) -> None:
+    """The written train split keeps the per-class minimum (by construction;
+    checked so that a regression cannot go unnoticed)."""
+    for cat in categories:
+        if cat['image_count'] < opts.min_class_images:
+            raise RuntimeError(
+                f'synthetic LVIS: class {cat["id"] - 1} ({cat["name"]}) has '
+                f'{cat["image_count"]} train images, fewer than '
+                f'min_class_images={opts.min_class_images}')
+
+
 def make_synthetic_lvis(out_dir: str,
                         options: Optional[SyntheticLVISOptions] = None,
                         progress: bool = False,
                         **kwargs) -> Dict[str, str]:
-    """Write a synthetic long-tailed LVIS v1 dataset to ``out_dir``.
+    """Write a synthetic long-tailed LVIS v1 (or v0.5) dataset to ``out_dir``.
+
+    Every class gets at least ``min_class_images`` train images, at any image
+    size; options that cannot keep that promise raise a ``ValueError`` that
+    names the class and what to change.
 
     Args:
         out_dir: data root; receives ``annotations/``, ``train2017/`` and
@@ -322,16 +482,20 @@ def make_synthetic_lvis(out_dir: str,
         if not hasattr(opts, key):
             raise TypeError(f'unknown synthetic LVIS option {key!r}')
         setattr(opts, key, value)
+    if opts.lvis_version not in LVIS_VERSIONS:
+        raise ValueError(f'synthetic LVIS: lvis_version must be one of '
+                         f'{LVIS_VERSIONS}, not {opts.lvis_version!r}')
     if opts.num_classes < 1 or opts.num_train_images < 1:
         raise ValueError('num_classes and num_train_images must be >= 1')
     if opts.max_class_images > opts.num_train_images:
         opts.max_class_images = opts.num_train_images
+    _check_room(opts)
     rng = np.random.default_rng(opts.seed)
 
+    train_classes = _assign_train_classes(opts, rng)  # may refuse: first
     for sub in ('annotations', 'train2017', 'val2017'):
         os.makedirs(osp.join(out_dir, sub), exist_ok=True)
 
-    train_classes = _assign_train_classes(opts, rng)
     train_images, train_anns = _write_split(
         out_dir, 'train', train_classes, 1, opts, rng,
         ['train2017'] * opts.num_train_images, first_ann_id=1,
@@ -342,13 +506,17 @@ def make_synthetic_lvis(out_dir: str,
         sorted(
             rng.choice(
                 opts.num_classes,
-                size=min(int(rng.integers(lo, hi + 1)), opts.num_classes),
+                size=min(
+                    int(rng.integers(lo, hi + 1)), opts.num_classes,
+                    objects_per_image(opts)),
                 replace=False).tolist()) for _ in range(opts.num_val_images)
     ]
     val_dirs = [
         'train2017' if rng.random() < opts.val_in_train_dir_fraction else
         'val2017' for _ in range(opts.num_val_images)
     ]
+    if opts.lvis_version == 'v0.5':  # v0.5 val is COCO val2017 only
+        val_dirs = ['val2017'] * opts.num_val_images
     # val ids continue after train ids: images under train2017/ never clash
     val_images, val_anns = _write_split(out_dir, 'val', val_classes,
                                         opts.num_train_images + 1, opts, rng,
@@ -356,11 +524,13 @@ def make_synthetic_lvis(out_dir: str,
                                         progress=progress)
 
     categories, thresholds = _categories(opts, train_images, train_anns)
+    _check_class_minimum(opts, categories)
     options_record = asdict(opts)
     options_record['val_objects_per_image'] = list(opts.val_objects_per_image)
     info = dict(
-        description='mmdet_longtail synthetic long-tailed LVIS v1',
-        version='1.0',
+        description='mmdet_longtail synthetic long-tailed LVIS '
+        f'{opts.lvis_version}',
+        version='1.0' if opts.lvis_version == 'v1' else '0.5',
         year=2026,
         frequency_thresholds=thresholds,
         generator_options=options_record)
@@ -368,7 +538,7 @@ def make_synthetic_lvis(out_dir: str,
     paths = {}
     for split, images, anns in (('train', train_images, train_anns),
                                 ('val', val_images, val_anns)):
-        path = osp.join(out_dir, 'annotations', f'lvis_v1_{split}.json')
+        path = annotation_path(out_dir, split, opts.lvis_version)
         with open(path, 'w') as f:
             json.dump(
                 dict(
@@ -381,7 +551,13 @@ def make_synthetic_lvis(out_dir: str,
     return paths
 
 
-def synthetic_lvis_exists(out_dir: str) -> bool:
+def annotation_path(out_dir: str, split: str, lvis_version: str = 'v1') -> str:
+    """``<out_dir>/annotations/lvis_<version>_<split>.json``."""
+    return osp.join(out_dir, 'annotations',
+                    f'lvis_{lvis_version}_{split}.json')
+
+
+def synthetic_lvis_exists(out_dir: str, lvis_version: str = 'v1') -> bool:
     return all(
-        osp.isfile(osp.join(out_dir, 'annotations', f'lvis_v1_{s}.json'))
+        osp.isfile(annotation_path(out_dir, s, lvis_version))
         for s in ('train', 'val'))

@@ -11,6 +11,9 @@ from conftest import SMALL_SYNTHETIC
 from mmdet_longtail.datasets import (ClassStatistics, get_class_statistics,
                                      make_synthetic_lvis)
 from mmdet_longtail.datasets.synthetic_lvis import (SyntheticLVISOptions,
+                                                    _place_objects,
+                                                    objects_per_image,
+                                                    synthetic_lvis_exists,
                                                     zipf_image_counts)
 
 
@@ -151,3 +154,95 @@ def test_loads_through_mmdet_lvis_v1(synthetic_root, dataset_type):
         assert info['neg_category_ids'] == first['neg_category_ids']
         assert info['not_exhaustive_category_ids'] == \
             first['not_exhaustive_category_ids']
+
+
+def train_image_counts(root, version='v1'):
+    with open(osp.join(root, 'annotations',
+                       f'lvis_{version}_train.json')) as f:
+        train = json.load(f)
+    images = {}
+    for ann in train['annotations']:
+        images.setdefault(ann['category_id'], set()).add(ann['image_id'])
+    return train, {
+        c['id']: len(images.get(c['id'], ()))
+        for c in train['categories']
+    }
+
+
+def test_class_minimum_kept_in_crowded_tiny_images(tmp_path):
+    """Many classes in 48 px images (4 grid cells each): the random
+    placement drops objects, the grid keeps every assigned class."""
+    opts = dict(num_classes=50, num_train_images=40, num_val_images=4,
+                image_size=48, max_class_images=6, min_class_images=2)
+    assert objects_per_image(SyntheticLVISOptions(**opts)) == 4
+    make_synthetic_lvis(str(tmp_path), **opts)
+    train, counts = train_image_counts(str(tmp_path))
+    assert min(counts.values()) >= 2, counts
+    for cat in train['categories']:
+        assert cat['image_count'] == counts[cat['id']]
+    for ann in train['annotations']:
+        x, y, w, h = ann['bbox']
+        assert x >= 0 and y >= 0 and x + w <= 47 and y + h <= 47
+
+
+def test_place_objects_keeps_every_distinct_label():
+    opts = SyntheticLVISOptions(num_classes=30, image_size=71)
+    capacity = objects_per_image(opts)  # 3 x 3 cells of 23 px
+    assert capacity == 9
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        labels = rng.choice(30, size=capacity, replace=False).tolist()
+        placed = _place_objects(labels + labels[:3], opts, rng)
+        assert {label for label, _ in placed} == set(labels)
+        boxes = [(p.min(0), p.max(0)) for _, p in placed]
+        for i, (lo1, hi1) in enumerate(boxes):
+            for lo2, hi2 in boxes[i + 1:]:  # no two boxes overlap
+                assert (lo1 > hi2).any() or (lo2 > hi1).any()
+
+
+@pytest.mark.parametrize(
+    'options, message',
+    [(dict(num_classes=50, num_train_images=10, image_size=48,
+           max_class_images=6, min_class_images=2),
+      r'class \d+ \(\w+\) needs \d+ train images \(min_class_images=2.*'
+      r'Raise image_size or num_train_images'),
+     (dict(num_classes=3, num_train_images=4, min_class_images=5),
+      'min_class_images=5 is more than num_train_images=4'),
+     (dict(num_classes=3, num_train_images=4, image_size=20),
+      'image_size=20 px cannot hold .* raise image_size to at least 25'),
+     (dict(lvis_version='v2'), 'lvis_version')])
+def test_impossible_options_fail_clearly(tmp_path, options, message):
+    with pytest.raises(ValueError, match=message):
+        make_synthetic_lvis(str(tmp_path), num_val_images=2, **options)
+
+
+@pytest.mark.parametrize('dataset_type',
+                         ['LVISV05Dataset', 'LVISV05LTDataset'])
+def test_v05_layout_loads_through_mmdet(tmp_path, dataset_type):
+    from mmdet.registry import DATASETS
+    from mmdet.utils import register_all_modules
+    import mmdet_longtail  # noqa: F401
+    register_all_modules()
+    root = str(tmp_path)
+    make_synthetic_lvis(root, lvis_version='v0.5', **SMALL_SYNTHETIC)
+    assert synthetic_lvis_exists(root, 'v0.5')
+    assert not synthetic_lvis_exists(root, 'v1')
+    train, counts = train_image_counts(root, 'v0.5')
+    assert min(counts.values()) >= SMALL_SYNTHETIC['min_class_images']
+    with open(osp.join(root, 'annotations', 'lvis_v0.5_val.json')) as f:
+        val = json.load(f)
+    assert all('/val2017/' in img['coco_url'] for img in val['images'])
+    assert train['images'][0]['file_name'].startswith('COCO_train2014_')
+    names = tuple(c['name'] for c in train['categories'])
+    for split, ann in (('train', train), ('val', val)):
+        dataset = DATASETS.build(
+            dict(
+                type=dataset_type,
+                data_root=root + '/',
+                ann_file=f'annotations/lvis_v0.5_{split}.json',
+                data_prefix=dict(img=f'{split}2017/'),
+                metainfo=dict(classes=names),
+                pipeline=[]))
+        assert len(dataset) == len(ann['images'])
+        for i in range(len(dataset)):
+            assert osp.isfile(dataset.get_data_info(i)['img_path'])

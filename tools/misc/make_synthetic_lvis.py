@@ -7,7 +7,8 @@ import argparse
 import time
 from dataclasses import fields
 
-from mmdet_longtail.datasets.synthetic_lvis import (SyntheticLVISOptions,
+from mmdet_longtail.datasets.synthetic_lvis import (LVIS_VERSIONS,
+                                                    SyntheticLVISOptions,
                                                     make_synthetic_lvis)
 
 
@@ -22,6 +23,11 @@ def parse_args() -> argparse.Namespace:
                 type=typ,
                 default=f.default,
                 help=f'(default: {f.default})')
+    parser.add_argument(
+        '--lvis-version',
+        choices=LVIS_VERSIONS,
+        default='v1',
+        help='file names and image records of LVIS v1 or v0.5')
     return parser.parse_args()
 
 

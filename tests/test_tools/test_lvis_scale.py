@@ -1,0 +1,144 @@
+"""The pure helpers of benchmarks/lvis_scale.py: every shipped real config has
+a baseline and the right goal, the wrapper config, and the log parsing."""
+import os.path as osp
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from conftest import REPO_ROOT
+
+sys.path.insert(0, osp.join(REPO_ROOT, 'benchmarks'))
+import lvis_scale  # noqa: E402
+
+
+def test_every_real_config_has_a_baseline_and_a_goal():
+    configs = lvis_scale.discover()
+    assert len(configs) > 50
+    assert not [c for c in configs if 'synthetic' in c or '_base_' in c]
+    runs = lvis_scale.plan(None)
+    keys = {r.key for r in runs}
+    baselines = [r for r in runs if r.baseline is None]
+    assert runs[:len(baselines)] == baselines  # baselines run first
+    # every real config runs, itself or as a baseline
+    assert set(configs) <= {r.config for r in runs}
+    for run in runs:
+        assert osp.isfile(osp.join(REPO_ROOT, run.config))
+        if run.baseline is None:
+            assert run.goal is None
+            continue
+        assert run.baseline in keys
+        base = next(r for r in runs if r.key == run.baseline)
+        assert base.dataset == run.dataset
+        framework = lvis_scale.parse_config_name(run.config)[0]
+        assert lvis_scale.parse_config_name(base.config)[0] == framework
+        method = lvis_scale.method_of(run.config)
+        if method in ('bags', 'eql', 'eqlv2', 'seesaw', 'tde', 'norcal',
+                      'tau-norm', 'lws'):
+            assert run.goal == 1.05, run.config
+        elif method == 'efl':
+            assert run.goal == 1.10
+            assert base.config.startswith('configs/efl/')
+            assert 'efl' not in osp.basename(base.config)
+        else:  # rfs, cRT: reported, no goal
+            assert run.goal is None, run.config
+
+
+def test_baseline_mapping():
+    base = lvis_scale.framework_baseline
+    assert base('configs/eql/mask-rcnn_r50_fpn_eql_ms-2x_lvis-v0.5.py') == (
+        'configs/lvis/mask-rcnn_r50_fpn_ms-2x_lvis-v0.5.py', {})
+    assert base('configs/efl/atss_r50_fpn_efl_rfs-1e-3_ms-2x_lvis-v1.py') == (
+        'configs/efl/atss_r50_fpn_rfs-1e-3_ms-2x_lvis-v1.py', {})
+    assert base(
+        'configs/tde/htc-without-semantic_r101_fpn_tde_20e_lvis-v1.py') == (
+            'configs/lvis/htc-without-semantic_r50_fpn_ms-1x_lvis-v1.py',
+            {'model.backbone.depth': '101'})
+    with pytest.raises(ValueError, match='not a real LVIS config'):
+        base('configs/eql/mask-rcnn_r18-tiny_fpn_eql_12e_synthetic-lvis.py')
+    with pytest.raises(FileNotFoundError, match='no real LVIS config'):
+        lvis_scale.select(['configs/nothing/*.py'])
+
+
+def test_rescale_pipeline():
+    pipeline = [
+        dict(type='LoadImageFromFile'),
+        dict(type='RandomChoiceResize', scales=[(1333, 640), (1333, 800)],
+             keep_ratio=True),
+        dict(type='Resize', scale=(1333, 800), keep_ratio=True),
+        dict(type='RandomResize', scale=[(1333, 640), (1333, 800)]),
+    ]
+    out = lvis_scale.rescale_pipeline(pipeline, 64)
+    assert out[0] == pipeline[0]
+    assert out[1] == dict(type='RandomChoiceResize', scales=[(64, 64)],
+                          keep_ratio=True)
+    assert out[2]['scale'] == (64, 64) and out[2]['keep_ratio']
+    assert out[3]['scale'] == [(64, 64), (64, 64)]
+    with pytest.raises(ValueError, match='unknown resize step'):
+        lvis_scale.rescale_pipeline([dict(type='FancyResize')], 64)
+
+
+def test_wrapper_config_and_data_options(tmp_path):
+    from mmengine.config import Config
+    args = SimpleNamespace(scale=96, iters=5)
+    config = 'configs/eql/mask-rcnn_r50_fpn_eql_ms-1x_lvis-v1.py'
+    path = tmp_path / 'config.py'
+    path.write_text(lvis_scale.wrapper_config(config, args))
+    cfg = Config.fromfile(str(path))
+    assert cfg.model.backbone.init_cfg is None and cfg.load_from is None
+    assert cfg.train_cfg == dict(type='IterBasedTrainLoop', max_iters=5,
+                                 val_interval=6)
+    assert cfg.default_hooks.checkpoint.interval == 5
+    assert cfg.log_processor.window_size == 1
+    for loader in ('train_dataloader', 'test_dataloader'):
+        assert cfg[loader].num_workers == 0
+        resize = [s for s in cfg[loader].dataset.pipeline
+                  if 'Resize' in s.type]
+        assert resize and all(
+            (96, 96) in (s.get('scales') or [s.scale]) for s in resize)
+    run = lvis_scale.Run(config, 'lvis-v1', {'model.backbone.depth': '101'})
+    options = lvis_scale.data_options(
+        run, {'train_dataloader': 0, 'test_dataloader': 1}, '/d/lvis_v1')
+    assert options == [
+        'train_dataloader.dataset.data_root=/d/lvis_v1/',
+        'test_dataloader.dataset.dataset.data_root=/d/lvis_v1/',
+        'val_evaluator.ann_file=/d/lvis_v1/annotations/lvis_v1_val.json',
+        'test_evaluator.ann_file=/d/lvis_v1/annotations/lvis_v1_val.json',
+        'model.backbone.depth=101',
+    ]
+
+
+def test_log_parsing_ratios_and_table():
+    log = '\n'.join([
+        '12/03 - mmengine - INFO - Iter(test) [1/3]  eta: 0:00:02  '
+        'time: 3.0000  data_time: 0.0100  memory: 900',
+        '12/03 - mmengine - INFO - Iter(test) [2/3]  time: 1.0000  '
+        'data_time: 0.0100  memory: 1000',
+        '12/03 - mmengine - INFO - Iter(test) [3/3]  time: 2.0000  '
+        'data_time: 0.0100',
+        '12/03 - mmengine - INFO - Iter(test) [3/3]  lvis/bbox_AP: 0.0100  '
+        'data_time: 0.0100  time: 2.0000',
+    ])
+    times, memory, metric = lvis_scale.parse_test_log(log)
+    assert times == [3.0, 1.0, 2.0] and memory == [900, 1000] and metric
+    assert lvis_scale.mean_after(times, 1) == 1.5
+    numbers = lvis_scale.train_numbers([
+        dict(loss=2.0, loss_cls=1.0, time=5.0, iter=1),
+        dict(loss=1.0, loss_cls=0.5, time=1.0, iter=2),
+        dict(loss=1.0, loss_cls=float('nan'), time=3.0, iter=3),
+    ], warmup=1)
+    assert numbers['step_s'] == 2.0 and numbers['iters'] == 3
+    assert numbers['losses_finite'] is False
+
+    base = lvis_scale.Run('configs/lvis/a_r50_fpn_x_lvis-v1.py', 'lvis-v1')
+    method = lvis_scale.Run('configs/eql/a_r50_fpn_eql_x_lvis-v1.py',
+                            'lvis-v1', baseline=base.key, goal=1.05)
+    base.result = dict(step_s=2.0, test_s_per_image=1.0, losses_finite=True,
+                       lvis_metric=True)
+    method.result = dict(step_s=2.2, test_s_per_image=1.0,
+                         losses_finite=True, lvis_metric=True)
+    lvis_scale.fill_ratios([base, method])
+    assert method.result['step_s_ratio'] == pytest.approx(1.1)
+    assert method.result['misses_goal'] == ['step_s_ratio']
+    text = lvis_scale.table([base, method], gpu=False)
+    assert '**1.100 > 1.05**' in text and '(baseline)' in text
