@@ -23,7 +23,7 @@ from mmdet_longtail.evaluation.fixed_pool_ap import (FIXED_AP_DETS_PER_CAT,
 from mmdet_longtail.evaluation.lvis_api import (import_lvis,
                                                 top_detections_per_category)
 from mmdet_longtail.evaluation.metrics import LVIS_EVAL_BACKENDS
-from mmdet_longtail.evaluation.synthetic_detections import make_detections
+from synthetic_detections import make_detections
 
 TOL = 1e-12
 PARITY_TOL = 1e-9

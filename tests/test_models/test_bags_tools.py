@@ -53,7 +53,7 @@ def test_decoupled_recipe_trains_only_the_classifiers(run_tool, tmp_path):
     reshaped = str(tmp_path / 'reshaped.pth')
     # a warm start, so the classifier's starting point is known
     run_tool(CONVERTER, baseline, reshaped, '--mode', 'reshape', '--config',
-             decoupled_cfg)
+             decoupled_cfg, '--baseline-config', baseline_cfg)
     start = load_state(reshaped)
 
     work = str(tmp_path / 'decoupled')

