@@ -33,7 +33,8 @@ CONFIGS = {
     **{('baseline', f): f'configs/lvis/{f}_r18-tiny_fpn_12e_synthetic-lvis.py'
        for f in TWO_STAGE},
     **{(m, f): f'configs/{m}/{f}_r18-tiny_fpn_{m}_12e_synthetic-lvis.py'
-       for m in ('eql', 'eqlv2', 'bags', 'tde', 'federated', 'fracal')
+       for m in ('eql', 'eqlv2', 'bags', 'tde', 'federated', 'fracal', 'iif',
+                 'ecm', 'gol')
        for f in TWO_STAGE},
     ('efl', 'retinanet'):
     'configs/efl/retinanet_r18-tiny_fpn_efl_12e_synthetic-lvis.py',
@@ -142,10 +143,11 @@ def test_one_train_step_and_one_prediction(synthetic_root, monkeypatch,
         assert any(k.endswith('loss_mask') for k in losses), sorted(losses)
     after = model.state_dict()
     n = stages(framework)
-    if method in ('eql', 'federated'):  # the loss's own accuracy
+    if method in ('eql', 'federated', 'gol'):  # the loss's own accuracy
         assert any('acc_classes' in k for k in losses), sorted(losses)
-    if method == 'eqlv2':
+    if method in ('eqlv2', 'ecm'):
         assert any('acc_objectness' in k for k in losses), sorted(losses)
+    if method == 'eqlv2':
         buffers = {k: v for k, v in after.items()
                    if k.rsplit('.', 1)[-1] in EFL_STATS}
         assert len(buffers) == 3 * n
