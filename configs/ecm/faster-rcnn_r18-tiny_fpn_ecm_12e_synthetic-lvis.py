@@ -8,5 +8,5 @@ model = dict(
             loss_cls=dict(
                 _delete_=True,
                 type='ECMLoss',
-                num_classes=_base_.model.roi_head.bbox_head.num_classes),
+                num_classes=_base_.num_classes),
             cls_predictor_cfg=dict(type='NormedLinear', tempearture=20))))

@@ -10,7 +10,7 @@ model = dict(
             head,
             loss_cls=dict(
                 type='ECMLoss',
-                num_classes=head['num_classes']),
+                num_classes=_base_.num_classes),
             cls_predictor_cfg=dict(type='NormedLinear', tempearture=20))
         for head in _base_.model.roi_head.bbox_head
     ]))

@@ -13,7 +13,7 @@ model = dict(
             head,
             loss_cls=dict(
                 type='GOLoss',
-                num_classes=head['num_classes'],
+                num_classes=_base_.num_classes,
                 lambda_threshold=1.1e-3),
             init_cfg=_base_.gumbel_bbox_head_init_cfg)
         for head in _base_.model.roi_head.bbox_head

@@ -12,6 +12,6 @@ model = dict(
             loss_cls=dict(
                 _delete_=True,
                 type='GOLoss',
-                num_classes=_base_.model.roi_head.bbox_head.num_classes,
+                num_classes=_base_.num_classes,
                 lambda_threshold=1.1e-3),
             init_cfg=_base_.gumbel_bbox_head_init_cfg)))

@@ -12,7 +12,7 @@ model = dict(
             head,
             loss_cls=dict(
                 type='IIFLoss',
-                num_classes=head['num_classes']),
+                num_classes=_base_.num_classes),
             init_cfg=_base_.iif_bbox_head_init_cfg)
         for head in _base_.model.roi_head.bbox_head
     ]))

@@ -12,5 +12,5 @@ model = dict(
             loss_cls=dict(
                 _delete_=True,
                 type='IIFLoss',
-                num_classes=_base_.model.roi_head.bbox_head.num_classes),
+                num_classes=_base_.num_classes),
             init_cfg=_base_.iif_bbox_head_init_cfg)))
