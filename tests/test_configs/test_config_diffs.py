@@ -47,6 +47,12 @@ METHOD_KEYS: Dict[str, List[str]] = {
     'federated': [f'{HEADS}.loss_cls', f'{HEADS}.init_cfg'],
     # the calibrated loss (post hoc), in the last stage of cascades only
     'fracal': [f'{HEADS}.loss_cls'],
+    # the inverse-image-frequency softmax loss and its classifier init
+    'iif': [f'{HEADS}.loss_cls', f'{HEADS}.init_cfg'],
+    # the class-margin loss and the authors' cosine classifier
+    'ecm': [f'{HEADS}.loss_cls', f'{HEADS}.cls_predictor_cfg'],
+    # the Gumbel loss and its classifier init
+    'gol': [f'{HEADS}.loss_cls', f'{HEADS}.init_cfg'],
 }
 # Recipe variants, recognised by a token of the config name, may also
 # change these keys.
@@ -81,6 +87,11 @@ VARIANT_KEYS: Dict[str, List[str]] = {
     ],
     # ... and on v0.5 the authors' gradient clipping
     r'r101_fpn_tde_20e_lvis-v0.5': ['optim_wrapper.clip_grad'],
+    # the ECM authors' recipe: gradient clipping, a 10k-iteration warm-up
+    # (and their 2x steps)
+    r'ecm-normed-mask': ['optim_wrapper.clip_grad', *SCHEDULE],
+    # the GOL authors' test NMS
+    r'gol-normed-mask': ['model.test_cfg.rcnn.nms.iou_threshold'],
 }
 BASELINES = {
     'lvis-v1': 'configs/lvis/{}_r50_fpn_ms-1x_lvis-v1.py',

@@ -13,7 +13,9 @@ also check how each method scores at test time:
   logits ``b`` give every RoI the logits ``b`` (Cascade / HTC average equal
   stage logits), so each detection of class c carries ``activation(b)_c``:
   ``sigmoid(b_c)`` for EQL, ``sigmoid(b_c) (1 - sigmoid(b_bg))`` for EQLv2,
-  neither the softmax of mmdet's heads.
+  neither the softmax of mmdet's heads. Likewise IIF scores
+  ``softmax(w * b)`` with its inverse image frequencies w, ECM
+  ``sigmoid(b_c) (1 - sigmoid(b_bg))`` and GOL ``exp(-exp(-b_c))``.
 * EFL (RetinaNet, ATSS): the best score equals the best sigmoid of the raw
   head outputs (ATSS times the sigmoid of its centerness), not the softmax.
 """
@@ -33,7 +35,8 @@ CONFIGS = {
     **{('baseline', f): f'configs/lvis/{f}_r18-tiny_fpn_12e_synthetic-lvis.py'
        for f in TWO_STAGE},
     **{(m, f): f'configs/{m}/{f}_r18-tiny_fpn_{m}_12e_synthetic-lvis.py'
-       for m in ('eql', 'eqlv2', 'bags', 'tde', 'federated', 'fracal')
+       for m in ('eql', 'eqlv2', 'bags', 'tde', 'federated', 'fracal', 'iif',
+                 'ecm', 'gol')
        for f in TWO_STAGE},
     ('efl', 'retinanet'):
     'configs/efl/retinanet_r18-tiny_fpn_efl_12e_synthetic-lvis.py',
@@ -142,10 +145,11 @@ def test_one_train_step_and_one_prediction(synthetic_root, monkeypatch,
         assert any(k.endswith('loss_mask') for k in losses), sorted(losses)
     after = model.state_dict()
     n = stages(framework)
-    if method in ('eql', 'federated'):  # the loss's own accuracy
+    if method in ('eql', 'federated', 'gol'):  # the loss's own accuracy
         assert any('acc_classes' in k for k in losses), sorted(losses)
-    if method == 'eqlv2':
+    if method in ('eqlv2', 'ecm'):
         assert any('acc_objectness' in k for k in losses), sorted(losses)
+    if method == 'eqlv2':
         buffers = {k: v for k, v in after.items()
                    if k.rsplit('.', 1)[-1] in EFL_STATS}
         assert len(buffers) == 3 * n
@@ -217,26 +221,41 @@ def test_loss_statistics_resume_with_the_state_dict(synthetic_root,
 
 
 # ----------------------------------------------------- test-time scoring
+WITH_BACKGROUND_LOGIT = ('eqlv2', 'ecm', 'iif')
+SCORED_BY_THE_LOSS = ('eql', 'eqlv2', 'iif', 'ecm', 'gol')
+
+
 def probe_logits(loss: str) -> torch.Tensor:
-    """Distinct logits per class (in a shuffled order) and, for EQLv2, an
-    objectness logit of 0.4."""
+    """Distinct logits per class (in a shuffled order) and, for EQLv2, ECM
+    and IIF, a background logit of 0.4."""
     gen = torch.Generator().manual_seed(0)
     logits = torch.linspace(-5., 1., NUM_CLASSES)[torch.randperm(
         NUM_CLASSES, generator=gen)]
-    if loss == 'eqlv2':
+    if loss in WITH_BACKGROUND_LOGIT:
         logits = torch.cat([logits, torch.tensor([0.4])])
     return logits
 
 
-def expected_scores(loss: str, logits: torch.Tensor) -> torch.Tensor:
+def expected_scores(loss: str, logits: torch.Tensor,
+                    model) -> torch.Tensor:
+    """Each method's test score of the probe logits, from its formula."""
     if loss == 'eql':
         return logits.sigmoid()
+    if loss == 'gol':  # Gumbel of the logits clamped to [-4, 10]
+        return torch.exp(-torch.exp(-logits.clamp(-4, 10)))
+    if loss == 'iif':  # softmax of w * z, w_c = ln(N / n_c), w_bg = 1
+        loss_cls = next(m for m in model.modules()
+                        if type(m).__name__ == 'IIFLoss')
+        weights = loss_cls.logit_weights.float()
+        assert weights[-1] == 1 and bool((weights[:-1] > 0).all())
+        return torch.softmax(weights * logits, dim=0)[:-1]
+    # EQLv2, ECM: sigmoid(z_c) (1 - sigmoid(z_bg))
     return logits[:-1].sigmoid() * (1 - logits[-1].sigmoid())
 
 
 @pytest.mark.parametrize(
     'method,framework',
-    sorted(k for k in CONFIGS if k[0] in ('eql', 'eqlv2')),
+    sorted(k for k in CONFIGS if k[0] in SCORED_BY_THE_LOSS),
     ids=lambda v: v)
 def test_eql_scores_with_the_loss_activation(synthetic_root, monkeypatch,
                                              method, framework):
@@ -252,7 +271,7 @@ def test_eql_scores_with_the_loss_activation(synthetic_root, monkeypatch,
             assert layer.bias.shape == logits.shape
             layer.weight.zero_()
             layer.bias.copy_(logits)
-    expected = expected_scores(method, logits)
+    expected = expected_scores(method, logits, model)
     results = predict(model, test, indices=(0, 1, 2, 3))
     num_dets = 0
     for res in results:

@@ -1,0 +1,15 @@
+# Effective Class-Margin loss (ECM) in every stage of Cascade Mask R-CNN: C + 1
+# sigmoid logits with fixed margins and weights from the train image counts,
+# the authors' normalised linear classifier (temperature 20). No re-sampling.
+_base_ = '../lvis/cascade-mask-rcnn_r50_fpn_ms-1x_lvis-v1.py'
+
+model = dict(
+    roi_head=dict(bbox_head=[
+        dict(
+            head,
+            loss_cls=dict(
+                type='ECMLoss',
+                num_classes=_base_.num_classes),
+            cls_predictor_cfg=dict(type='NormedLinear', tempearture=20))
+        for head in _base_.model.roi_head.bbox_head
+    ]))

@@ -1,0 +1,18 @@
+# Inverse Image Frequency (IIF) in every stage of Cascade Mask R-CNN: softmax
+# cross-entropy of the logits scaled by w_c = ln(N / n_img,c) (background 1),
+# the same scaling at test time. No re-sampling.
+_base_ = [
+    '../lvis/cascade-mask-rcnn_r50_fpn_ms-2x_lvis-v0.5.py',
+    './_base_/iif-cls-init.py'
+]
+
+model = dict(
+    roi_head=dict(bbox_head=[
+        dict(
+            head,
+            loss_cls=dict(
+                type='IIFLoss',
+                num_classes=_base_.num_classes),
+            init_cfg=_base_.iif_bbox_head_init_cfg)
+        for head in _base_.model.roi_head.bbox_head
+    ]))
