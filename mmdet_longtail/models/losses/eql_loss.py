@@ -26,12 +26,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmdet.models.losses import accuracy
 from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import (StatisticsSource,
                                                  load_class_statistics)
-from .utils import (ClassifierInputs, ClassifierLayout,
-                    CustomClassifierMixin, reduce_roi_losses, upcast_half)
+from .utils import (ClassifierInputs, ClassifierLayout, CustomClassifierMixin,
+                    foreground_accuracy, foreground_targets, reduce_roi_losses,
+                    upcast_half, with_zero_background)
 
 
 def eql_tail_classes(image_freq: Sequence[float],
@@ -62,8 +62,7 @@ def eql_loss(cls_score: Tensor,
     cls_score = upcast_half(cls_score)
     num_classes = cls_score.size(1)
     # y_ij = [j == g_i]; background RoIs (g_i = C) have no positive
-    y = F.one_hot(labels.long(), num_classes + 1)[:, :num_classes].to(
-        cls_score.dtype)
+    y = foreground_targets(labels, num_classes, cls_score.dtype)
     # E(i) = 1 for a foreground RoI, 0 for a background one
     is_foreground = (labels < num_classes).to(cls_score.dtype)[:, None]
     tail = tail_classes.to(cls_score.dtype)[None]
@@ -142,13 +141,12 @@ class EQLoss(CustomClassifierMixin, nn.Module):
     def get_activation(self, cls_score: Tensor) -> Tensor:
         """Scores (N, C + 1): sigmoid, zero background column last."""
         scores = torch.sigmoid(cls_score)
-        return torch.cat([scores, scores.new_zeros(scores.size(0), 1)], dim=1)
+        return with_zero_background(scores)
 
     def get_accuracy(self, cls_score: Tensor,
                      labels: Tensor) -> Dict[str, Tensor]:
         """Classification accuracy (%) of the foreground RoIs."""
-        fg = labels < self.num_classes
-        return dict(acc_classes=accuracy(cls_score[fg], labels[fg]))
+        return foreground_accuracy(cls_score, labels, self.num_classes)
 
     def forward(self,
                 cls_score: Tensor,

@@ -34,13 +34,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmdet.models.losses import accuracy
 from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import (StatisticsSource,
                                                  load_class_statistics)
-from .utils import (ClassifierInputs, ClassifierLayout,
-                    CustomClassifierMixin, SeededSampling, reduce_roi_losses,
-                    upcast_half)
+from .utils import (ClassifierInputs, ClassifierLayout, CustomClassifierMixin,
+                    SeededSampling, foreground_accuracy, foreground_targets,
+                    reduce_roi_losses, upcast_half, with_zero_background)
 
 
 def federated_class_weights(image_count: Sequence[int],
@@ -85,7 +84,10 @@ def sample_federated_classes(labels: np.ndarray, class_weights: np.ndarray,
         candidates = np.flatnonzero(~selected)
         weights = class_weights[candidates]
         drawn = rng.choice(
-            candidates, num_negatives, replace=False, p=weights / weights.sum())
+            candidates,
+            num_negatives,
+            replace=False,
+            p=weights / weights.sum())
         selected[drawn] = True
     return selected
 
@@ -105,8 +107,7 @@ def federated_loss(cls_score: Tensor,
     """
     cls_score = upcast_half(cls_score)
     num_classes = cls_score.size(1)
-    y = F.one_hot(labels.long(), num_classes + 1)[:, :num_classes].to(
-        cls_score.dtype)
+    y = foreground_targets(labels, num_classes, cls_score.dtype)
     w = class_mask.to(cls_score.dtype)[None].expand_as(cls_score)
     bce = F.binary_cross_entropy_with_logits(
         cls_score, y, weight=w, reduction='none')
@@ -188,13 +189,12 @@ class FederatedLoss(CustomClassifierMixin, SeededSampling, nn.Module):
     def get_activation(self, cls_score: Tensor) -> Tensor:
         """Scores (N, C + 1): sigmoid, zero background column last."""
         scores = torch.sigmoid(cls_score)
-        return torch.cat([scores, scores.new_zeros(scores.size(0), 1)], dim=1)
+        return with_zero_background(scores)
 
     def get_accuracy(self, cls_score: Tensor,
                      labels: Tensor) -> Dict[str, Tensor]:
         """Classification accuracy (%) of the foreground RoIs."""
-        fg = labels < self.num_classes
-        return dict(acc_classes=accuracy(cls_score[fg], labels[fg]))
+        return foreground_accuracy(cls_score, labels, self.num_classes)
 
     def sample_classes(self, labels: Tensor) -> Tensor:
         """This step's class set S (bool (C,), on ``labels``' device);

@@ -57,8 +57,9 @@ from mmdet_longtail.datasets.class_stats import (ClassStatistics,
                                                  StatisticsSource,
                                                  load_class_statistics)
 from mmdet_longtail.datasets.fractal_dimension import get_fractal_dimensions
-from .utils import (ClassifierInputs, ClassifierLayout,
-                    CustomClassifierMixin, reduce_roi_losses, upcast_half)
+from .utils import (ClassifierInputs, ClassifierLayout, CustomClassifierMixin,
+                    foreground_accuracy, foreground_targets, reduce_roi_losses,
+                    upcast_half, with_zero_background)
 
 OWNER = 'FRACALLoss'
 
@@ -130,7 +131,7 @@ def fracal_sigmoid_scores(cls_score: Tensor, shift: Tensor) -> Tensor:
     """(N, C + 1): ``sigmoid(z) * sigmoid(z + shift)``, zero bg last."""
     scores = torch.sigmoid(cls_score) * torch.sigmoid(cls_score +
                                                       shift.to(cls_score))
-    return torch.cat([scores, scores.new_zeros(scores.size(0), 1)], dim=1)
+    return with_zero_background(scores)
 
 
 def sigmoid_bce_loss(cls_score: Tensor, labels: Tensor,
@@ -139,8 +140,7 @@ def sigmoid_bce_loss(cls_score: Tensor, labels: Tensor,
     classes, reduced over RoIs by :func:`reduce_roi_losses`."""
     cls_score = upcast_half(cls_score)
     num_classes = cls_score.size(1)
-    y = F.one_hot(labels.long(), num_classes + 1)[:, :num_classes].to(
-        cls_score.dtype)
+    y = foreground_targets(labels, num_classes, cls_score.dtype)
     bce = F.binary_cross_entropy_with_logits(cls_score, y, reduction='none')
     return reduce_roi_losses(bce.sum(1), reduction)
 
@@ -290,8 +290,7 @@ class FRACALLoss(CustomClassifierMixin, CrossEntropyLoss):
         if not self.calibrated:
             if self.use_sigmoid:
                 scores = torch.sigmoid(cls_score)
-                return torch.cat(
-                    [scores, scores.new_zeros(scores.size(0), 1)], dim=1)
+                return with_zero_background(scores)
             return F.softmax(cls_score, dim=-1)
         logits = upcast_half(cls_score)
         if self.use_sigmoid:
@@ -303,8 +302,7 @@ class FRACALLoss(CustomClassifierMixin, CrossEntropyLoss):
         """Training accuracy on the raw logits (foreground RoIs only for
         the sigmoid head, which has no background logit)."""
         if self.use_sigmoid:
-            fg = labels < self.num_classes
-            return dict(acc_classes=accuracy(cls_score[fg], labels[fg]))
+            return foreground_accuracy(cls_score, labels, self.num_classes)
         return dict(acc=accuracy(cls_score, labels))
 
     def forward(self,

@@ -31,15 +31,14 @@ from typing import Dict, Optional, Sequence, Tuple
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torch import Tensor
 
-from mmdet.models.losses import accuracy
 from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import (StatisticsSource,
                                                  load_class_statistics)
-from .utils import (ClassifierInputs, ClassifierLayout,
-                    CustomClassifierMixin, reduce_roi_losses, upcast_half)
+from .utils import (ClassifierInputs, ClassifierLayout, CustomClassifierMixin,
+                    foreground_accuracy, foreground_targets, reduce_roi_losses,
+                    upcast_half, with_zero_background)
 
 # the authors' clamp of the logits before the Gumbel activation
 GUMBEL_LOGIT_RANGE = (-4.0, 10.0)
@@ -119,8 +118,7 @@ def gol_loss(cls_score: Tensor,
     if logit_range is not None:
         cls_score = cls_score.clamp(*logit_range)
     # y_ij = [j == g_i]; background RoIs (g_i = C) have no positive
-    y = F.one_hot(labels.long(), num_classes + 1)[:, :num_classes].to(
-        cls_score)
+    y = foreground_targets(labels, num_classes, cls_score.dtype)
     bce = gumbel_bce(cls_score, y)
     if tail_classes is not None:
         tail = tail_classes.to(cls_score)[None]
@@ -213,13 +211,12 @@ class GOLoss(CustomClassifierMixin, nn.Module):
         last."""
         self.inputs.check_logits(cls_score)
         scores = gumbel_activation(cls_score, self.logit_range)
-        return torch.cat([scores, scores.new_zeros(scores.size(0), 1)], dim=1)
+        return with_zero_background(scores)
 
     def get_accuracy(self, cls_score: Tensor,
                      labels: Tensor) -> Dict[str, Tensor]:
         """Classification accuracy (%) of the foreground RoIs."""
-        fg = labels < self.num_classes
-        return dict(acc_classes=accuracy(cls_score[fg], labels[fg]))
+        return foreground_accuracy(cls_score, labels, self.num_classes)
 
     def forward(self,
                 cls_score: Tensor,

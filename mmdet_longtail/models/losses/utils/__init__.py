@@ -10,9 +10,12 @@ from .inputs import ClassifierInputs
 from .precision import upcast_half
 from .reduction import check_reduction, reduce_roi_losses
 from .sampling import SeededSampling, sampling_rng
+from .sigmoid_classifier import (foreground_accuracy, foreground_targets,
+                                 with_zero_background)
 
 __all__ = [
     'ClassifierInputs', 'ClassifierLayout', 'CustomClassifierMixin',
     'GradientStatistics', 'SeededSampling', 'check_reduction',
-    'reduce_roi_losses', 'sampling_rng', 'upcast_half'
+    'foreground_accuracy', 'foreground_targets', 'reduce_roi_losses',
+    'sampling_rng', 'upcast_half', 'with_zero_background'
 ]
