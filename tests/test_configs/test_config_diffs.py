@@ -47,6 +47,10 @@ METHOD_KEYS: Dict[str, List[str]] = {
     'federated': [f'{HEADS}.loss_cls', f'{HEADS}.init_cfg'],
     # the calibrated loss (post hoc), in the last stage of cascades only
     'fracal': [f'{HEADS}.loss_cls'],
+    # the re-weighted loss, and the classifier prior of its sigmoid variant
+    'reweighting': [f'{HEADS}.loss_cls', f'{HEADS}.init_cfg'],
+    # the deferred sampler (uniform, then RFS or class-aware)
+    'drs': ['train_dataloader.sampler'],
 }
 # Recipe variants, recognised by a token of the config name, may also
 # change these keys.
@@ -66,6 +70,8 @@ VARIANT_KEYS: Dict[str, List[str]] = {
         *DECOUPLED, 'train_dataloader.sampler', 'default_hooks.checkpoint',
         'log_processor'
     ],
+    # deferred re-weighting: the hook that switches the class weights on
+    r'drw-\d+': ['custom_hooks'],
     # mmdet's normalised mask predictor
     r'normed-mask': ['model.roi_head.mask_head.predictor_cfg'],
     # FRACAL's recipe: a cosine classifier and a normalised mask predictor
