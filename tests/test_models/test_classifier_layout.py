@@ -79,9 +79,17 @@ SEESAW = ClassifierLayout(
         (dict(type='FRACALLoss', num_classes=C, use_sigmoid=True,
               class_statistics=ClassStatistics.from_counts([1, 2, 3, 4, 5]),
               fractal_dimensions=[1.0, 1.2, 1.4, 1.6, 1.8]), SIGMOID),
+        (dict(type='ReweightedCrossEntropyLoss', num_classes=C,
+              class_statistics=ClassStatistics.from_counts([1, 2, 3, 4, 5])),
+         SOFTMAX),
+        (dict(type='ReweightedCrossEntropyLoss', num_classes=C,
+              use_sigmoid=True,
+              class_statistics=ClassStatistics.from_counts([1, 2, 3, 4, 5])),
+         SIGMOID),
     ],
     ids=['softmax', 'sigmoid-ce', 'eql', 'eqlv2', 'norcal', 'bags',
-         'seesaw', 'federated', 'fracal', 'fracal-sigmoid'])
+         'seesaw', 'federated', 'fracal', 'fracal-sigmoid', 'reweighted-ce',
+         'reweighted-sigmoid'])
 def test_box_head_layouts_by_hand(loss_cls, expected):
     head = box_head(loss_cls)
     layout = classifier_layout(head)

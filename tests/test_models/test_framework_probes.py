@@ -35,6 +35,13 @@ CONFIGS = {
     **{(m, f): f'configs/{m}/{f}_r18-tiny_fpn_{m}_12e_synthetic-lvis.py'
        for m in ('eql', 'eqlv2', 'bags', 'tde', 'federated', 'fracal')
        for f in TWO_STAGE},
+    # re-weighting, DRW and DRS: Mask R-CNN
+    **{(f'reweighting-{v}', 'mask-rcnn'):
+       f'configs/reweighting/mask-rcnn_r18-tiny_fpn_{v}_12e_synthetic-lvis.py'
+       for v in ('cb-ce', 'cost-sensitive-ce', 'cb-sigmoid', 'cb-ce_drw-9')},
+    **{(f'drs-{v}', 'mask-rcnn'):
+       f'configs/drs/mask-rcnn_r18-tiny_fpn_drs-{v}_12e_synthetic-lvis.py'
+       for v in ('rfs-8e-2-9', 'cas-9')},
     ('efl', 'retinanet'):
     'configs/efl/retinanet_r18-tiny_fpn_efl_12e_synthetic-lvis.py',
     ('efl', 'atss'): 'configs/efl/atss_r18-tiny_fpn_efl_12e_synthetic-lvis.py',
