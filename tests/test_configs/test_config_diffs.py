@@ -51,6 +51,8 @@ METHOD_KEYS: Dict[str, List[str]] = {
     'reweighting': [f'{HEADS}.loss_cls', f'{HEADS}.init_cfg'],
     # the deferred sampler (uniform, then RFS or class-aware)
     'drs': ['train_dataloader.sampler'],
+    # the ACSL loss and the classifier prior that goes with it
+    'acsl': [f'{HEADS}.loss_cls', f'{HEADS}.init_cfg'],
 }
 # Recipe variants, recognised by a token of the config name, may also
 # change these keys.

@@ -86,10 +86,11 @@ SEESAW = ClassifierLayout(
               use_sigmoid=True,
               class_statistics=ClassStatistics.from_counts([1, 2, 3, 4, 5])),
          SIGMOID),
+        (dict(type='ACSLoss', num_classes=C, background='all'), SIGMOID),
     ],
     ids=['softmax', 'sigmoid-ce', 'eql', 'eqlv2', 'norcal', 'bags',
          'seesaw', 'federated', 'fracal', 'fracal-sigmoid', 'reweighted-ce',
-         'reweighted-sigmoid'])
+         'reweighted-sigmoid', 'acsl'])
 def test_box_head_layouts_by_hand(loss_cls, expected):
     head = box_head(loss_cls)
     layout = classifier_layout(head)

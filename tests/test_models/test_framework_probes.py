@@ -42,6 +42,8 @@ CONFIGS = {
     **{(f'drs-{v}', 'mask-rcnn'):
        f'configs/drs/mask-rcnn_r18-tiny_fpn_drs-{v}_12e_synthetic-lvis.py'
        for v in ('rfs-8e-2-9', 'cas-9')},
+    **{('acsl', f): f'configs/acsl/{f}_r18-tiny_fpn_acsl_12e_synthetic-lvis.py'
+       for f in ('faster-rcnn', 'mask-rcnn')},
     ('efl', 'retinanet'):
     'configs/efl/retinanet_r18-tiny_fpn_efl_12e_synthetic-lvis.py',
     ('efl', 'atss'): 'configs/efl/atss_r18-tiny_fpn_efl_12e_synthetic-lvis.py',
@@ -149,7 +151,7 @@ def test_one_train_step_and_one_prediction(synthetic_root, monkeypatch,
         assert any(k.endswith('loss_mask') for k in losses), sorted(losses)
     after = model.state_dict()
     n = stages(framework)
-    if method in ('eql', 'federated'):  # the loss's own accuracy
+    if method in ('eql', 'federated', 'acsl'):  # the loss's own accuracy
         assert any('acc_classes' in k for k in losses), sorted(losses)
     if method == 'eqlv2':
         assert any('acc_objectness' in k for k in losses), sorted(losses)
