@@ -53,6 +53,8 @@ METHOD_KEYS: Dict[str, List[str]] = {
     'drs': ['train_dataloader.sampler'],
     # the ACSL loss and the classifier prior that goes with it
     'acsl': [f'{HEADS}.loss_cls', f'{HEADS}.init_cfg'],
+    # the training set wrapped in MultiImageMixDataset (CopyPaste / MixUp)
+    'augmentation': ['train_dataloader.dataset'],
 }
 # Recipe variants, recognised by a token of the config name, may also
 # change these keys.

@@ -44,6 +44,11 @@ CONFIGS = {
        for v in ('rfs-8e-2-9', 'cas-9')},
     **{('acsl', f): f'configs/acsl/{f}_r18-tiny_fpn_acsl_12e_synthetic-lvis.py'
        for f in ('faster-rcnn', 'mask-rcnn')},
+    **{(f'augmentation-{v}', f):
+       f'configs/augmentation/{f}_r18-tiny_fpn_{v}_12e_synthetic-lvis.py'
+       for f, v in (('mask-rcnn', 'lsj-copy-paste'),
+                    ('mask-rcnn', 'lsj-copy-paste_rfs-8e-2'),
+                    ('faster-rcnn', 'mixup'))},
     ('efl', 'retinanet'):
     'configs/efl/retinanet_r18-tiny_fpn_efl_12e_synthetic-lvis.py',
     ('efl', 'atss'): 'configs/efl/atss_r18-tiny_fpn_efl_12e_synthetic-lvis.py',
