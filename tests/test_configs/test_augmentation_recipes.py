@@ -1,8 +1,8 @@
 """The augmentation recipes (configs/augmentation/): the train set is
 mmdet's MultiImageMixDataset around the LVIS dataset; CopyPaste adds the
-objects of a second image (boxes and masks stay paired), MixUp blends two
-images and keeps both images' boxes; the class statistics and RFS see the
-wrapped dataset's labels."""
+objects of a second image, MaskMixUp blends two images and keeps both
+images' instances (boxes and masks stay paired); the class statistics
+and RFS see the wrapped dataset's labels."""
 import numpy as np
 import pytest
 from mmengine.config import Config
@@ -12,7 +12,8 @@ from mmdet_longtail.engine.long_tail_runner import train_annotation_file
 COPY_PASTE = ('configs/augmentation/'
               'mask-rcnn_r18-tiny_fpn_lsj-copy-paste_rfs-8e-2_12e_'
               'synthetic-lvis.py')
-MIXUP = 'configs/augmentation/faster-rcnn_r18-tiny_fpn_mixup_12e_synthetic-lvis.py'
+MIXUP = ('configs/augmentation/'
+         'mask-rcnn_r18-tiny_fpn_mixup_12e_synthetic-lvis.py')
 
 
 def load(config, synthetic_root, monkeypatch):
@@ -35,8 +36,8 @@ def test_mixed_samples_keep_their_annotations_paired(config, synthetic_root,
         sample = dataset[idx]['data_samples']
         inst = sample.gt_instances
         assert inst.bboxes.shape[0] == len(inst.labels)
+        assert len(inst.masks) == len(inst.labels)
         if config == COPY_PASTE:
-            assert len(inst.masks) == len(inst.labels)
             assert sample.img_shape == (128, 128)
         own = dataset.dataset.get_data_info(idx)['instances']
         grew += len(inst.labels) > len(own)

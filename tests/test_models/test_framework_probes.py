@@ -48,7 +48,7 @@ CONFIGS = {
        f'configs/augmentation/{f}_r18-tiny_fpn_{v}_12e_synthetic-lvis.py'
        for f, v in (('mask-rcnn', 'lsj-copy-paste'),
                     ('mask-rcnn', 'lsj-copy-paste_rfs-8e-2'),
-                    ('faster-rcnn', 'mixup'))},
+                    ('mask-rcnn', 'mixup'))},
     ('efl', 'retinanet'):
     'configs/efl/retinanet_r18-tiny_fpn_efl_12e_synthetic-lvis.py',
     ('efl', 'atss'): 'configs/efl/atss_r18-tiny_fpn_efl_12e_synthetic-lvis.py',

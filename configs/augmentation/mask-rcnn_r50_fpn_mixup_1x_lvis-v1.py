@@ -1,15 +1,15 @@
-# Faster R-CNN with mmdet's MixUp (Zhang et al., "mixup: Beyond Empirical
+# Mask R-CNN with MixUp (Zhang et al., "mixup: Beyond Empirical
 # Risk Minimization", ICLR 2018; detection form of Zhang et al., "Bag of
 # Freebies for Training Object Detection Neural Networks", 2019).
-_base_ = '../lvis/faster-rcnn_r50_fpn_ms-1x_lvis-v1.py'
+_base_ = '../lvis/mask-rcnn_r50_fpn_ms-1x_lvis-v1.py'
 
-# mmdet's MixUp blends each image with another one (resized to img_scale x
-# [0.8, 1.6], maybe flipped) at 0.5 / 0.5 and keeps both images' boxes; it
-# does not mix masks, so the boxes-only frameworks use it
+# MaskMixUp (mmdet's MixUp, with the masks mixed too) blends each image with
+# another one (resized to img_scale x [0.8, 1.6], maybe flipped) at 0.5 / 0.5
+# and keeps both images' instances
 mixup_scale = (1333, 800)
 mixup_load_pipeline = [
     dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
     dict(type='Resize', scale=mixup_scale, keep_ratio=True),
 ]
 train_dataloader = dict(
@@ -20,7 +20,7 @@ train_dataloader = dict(
                      pipeline=mixup_load_pipeline),
         pipeline=[
             dict(
-                type='MixUp',
+                type='MaskMixUp',
                 img_scale=mixup_scale,
                 ratio_range=(0.8, 1.6),
                 pad_val=114.0),
