@@ -53,6 +53,14 @@ METHOD_KEYS: Dict[str, List[str]] = {
     'ecm': [f'{HEADS}.loss_cls', f'{HEADS}.cls_predictor_cfg'],
     # the Gumbel loss and its classifier init
     'gol': [f'{HEADS}.loss_cls', f'{HEADS}.init_cfg'],
+    # the re-weighted loss, and the classifier prior of its sigmoid variant
+    'reweighting': [f'{HEADS}.loss_cls', f'{HEADS}.init_cfg'],
+    # the deferred sampler (uniform, then RFS or class-aware)
+    'drs': ['train_dataloader.sampler'],
+    # the ACSL loss and the classifier prior that goes with it
+    'acsl': [f'{HEADS}.loss_cls', f'{HEADS}.init_cfg'],
+    # the training set wrapped in MultiImageMixDataset (CopyPaste / MixUp)
+    'augmentation': ['train_dataloader.dataset'],
 }
 # Recipe variants, recognised by a token of the config name, may also
 # change these keys.
@@ -72,6 +80,8 @@ VARIANT_KEYS: Dict[str, List[str]] = {
         *DECOUPLED, 'train_dataloader.sampler', 'default_hooks.checkpoint',
         'log_processor'
     ],
+    # deferred re-weighting: the hook that switches the class weights on
+    r'drw-\d+': ['custom_hooks'],
     # mmdet's normalised mask predictor
     r'normed-mask': ['model.roi_head.mask_head.predictor_cfg'],
     # FRACAL's recipe: a cosine classifier and a normalised mask predictor

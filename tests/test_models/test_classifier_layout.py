@@ -87,10 +87,18 @@ SEESAW = ClassifierLayout(
          SIGMOID_WITH_BACKGROUND),
         (dict(type='GOLoss', num_classes=C,
               class_statistics=dict(image_count=COUNTS)), SIGMOID),
+        (dict(type='ReweightedCrossEntropyLoss', num_classes=C,
+              class_statistics=ClassStatistics.from_counts([1, 2, 3, 4, 5])),
+         SOFTMAX),
+        (dict(type='ReweightedCrossEntropyLoss', num_classes=C,
+              use_sigmoid=True,
+              class_statistics=ClassStatistics.from_counts([1, 2, 3, 4, 5])),
+         SIGMOID),
+        (dict(type='ACSLoss', num_classes=C, background='all'), SIGMOID),
     ],
     ids=['softmax', 'sigmoid-ce', 'eql', 'eqlv2', 'norcal', 'bags',
          'seesaw', 'federated', 'fracal', 'fracal-sigmoid', 'iif', 'ecm',
-         'gol'])
+         'gol', 'reweighted-ce', 'reweighted-sigmoid', 'acsl'])
 def test_box_head_layouts_by_hand(loss_cls, expected):
     head = box_head(loss_cls)
     layout = classifier_layout(head)

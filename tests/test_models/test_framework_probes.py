@@ -38,6 +38,20 @@ CONFIGS = {
        for m in ('eql', 'eqlv2', 'bags', 'tde', 'federated', 'fracal', 'iif',
                  'ecm', 'gol')
        for f in TWO_STAGE},
+    # re-weighting, DRW and DRS: Mask R-CNN
+    **{(f'reweighting-{v}', 'mask-rcnn'):
+       f'configs/reweighting/mask-rcnn_r18-tiny_fpn_{v}_12e_synthetic-lvis.py'
+       for v in ('cb-ce', 'cost-sensitive-ce', 'cb-sigmoid', 'cb-ce_drw-9')},
+    **{(f'drs-{v}', 'mask-rcnn'):
+       f'configs/drs/mask-rcnn_r18-tiny_fpn_drs-{v}_12e_synthetic-lvis.py'
+       for v in ('rfs-8e-2-9', 'cas-9')},
+    **{('acsl', f): f'configs/acsl/{f}_r18-tiny_fpn_acsl_12e_synthetic-lvis.py'
+       for f in ('faster-rcnn', 'mask-rcnn')},
+    **{(f'augmentation-{v}', f):
+       f'configs/augmentation/{f}_r18-tiny_fpn_{v}_12e_synthetic-lvis.py'
+       for f, v in (('mask-rcnn', 'lsj-copy-paste'),
+                    ('mask-rcnn', 'lsj-copy-paste_rfs-8e-2'),
+                    ('mask-rcnn', 'mixup'))},
     ('efl', 'retinanet'):
     'configs/efl/retinanet_r18-tiny_fpn_efl_12e_synthetic-lvis.py',
     ('efl', 'atss'): 'configs/efl/atss_r18-tiny_fpn_efl_12e_synthetic-lvis.py',
@@ -145,7 +159,8 @@ def test_one_train_step_and_one_prediction(synthetic_root, monkeypatch,
         assert any(k.endswith('loss_mask') for k in losses), sorted(losses)
     after = model.state_dict()
     n = stages(framework)
-    if method in ('eql', 'federated', 'gol'):  # the loss's own accuracy
+    # the loss's own accuracy
+    if method in ('eql', 'federated', 'gol', 'acsl'):
         assert any('acc_classes' in k for k in losses), sorted(losses)
     if method in ('eqlv2', 'ecm'):
         assert any('acc_objectness' in k for k in losses), sorted(losses)
