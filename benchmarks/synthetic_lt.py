@@ -23,6 +23,10 @@ Examples:
     python benchmarks/synthetic_lt.py                      # everything
     python benchmarks/synthetic_lt.py --configs configs/lvis/mask-rcnn_r18-tiny_fpn_12e_synthetic-lvis.py configs/eqlv2/*_synthetic-lvis.py
     python benchmarks/synthetic_lt.py --epochs 1 --out /tmp/quick.md
+
+``--reuse`` keeps the numbers and time of every config whose work dir holds
+a finished run of this benchmark (continue an interrupted run, or add
+configs to one without training its baseline again).
 """  # noqa: E501
 import argparse
 import glob
@@ -44,6 +48,8 @@ INIT_CONVERTERS = {
     'crt_init.pth': 'tools/model_converters/reset_classifier.py',
 }
 ITEMS = ('AP', 'APr', 'APc', 'APf')
+# written in a work dir when its train and test runs finished
+SECONDS_FILE = 'benchmark_seconds.txt'
 
 
 @dataclass
@@ -78,6 +84,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         'absent)')
     parser.add_argument('--work-root', default='work_dirs/synthetic_lt')
     parser.add_argument('--out', default='docs/synthetic_benchmark.md')
+    parser.add_argument('--reuse', action='store_true',
+                        help='keep finished runs found in --work-root')
     parser.add_argument('--cfg-options', nargs='+', default=[],
                         help='passed to every train and test run')
     return parser.parse_args(argv)
@@ -168,9 +176,24 @@ def resolve_load_from(run: Run, work_root: str, env: dict):
     return target, None
 
 
+def reuse_finished(run: Run, work_dir: str) -> bool:
+    """Fill ``run`` from a finished run in ``work_dir``, if there is one."""
+    from mmdet_longtail.evaluation.result_files import work_dir_metrics
+    seconds_file = osp.join(work_dir, SECONDS_FILE)
+    numbers, origin = work_dir_metrics(work_dir)
+    if origin != 'test' or not osp.isfile(seconds_file):
+        return False
+    with open(seconds_file) as f:
+        run.seconds = float(f.read())
+    run.numbers, run.status = numbers, 'ok'
+    return True
+
+
 def train_and_test(run: Run, args, env: dict) -> None:
     from mmdet_longtail.evaluation.result_files import work_dir_metrics
     work_dir = osp.abspath(osp.join(args.work_root, run.name))
+    if args.reuse and reuse_finished(run, work_dir):
+        return
     options = [f'randomness.seed={args.seed}', *args.cfg_options]
     if args.epochs:
         options.append(f'train_cfg.max_epochs={args.epochs}')
@@ -202,6 +225,9 @@ def train_and_test(run: Run, args, env: dict) -> None:
     run.seconds = time.perf_counter() - start
     run.numbers, origin = work_dir_metrics(work_dir)
     run.status = 'ok' if origin == 'test' else 'failed: no test result'
+    if run.status == 'ok':
+        with open(osp.join(work_dir, SECONDS_FILE), 'w') as f:
+            f.write(repr(run.seconds))
 
 
 def headline(numbers: Dict[str, float]) -> str:

@@ -184,6 +184,27 @@ def test_cached_run_is_reused_and_foreign_caches_refused(
         run(ckpt=other)
 
 
+def test_sweep_reports_ap_fixed_next_to_ap(sweep, synthetic_root,
+                                           monkeypatch, capsys, tmp_path):
+    """The metric's ap_fixed / ap_pool reach the sweep's table and json; with
+    at most 100 detections per image (under AP's 300) and fewer than 10,000
+    per class, fixed AP keeps the same detections as AP, so they agree."""
+    monkeypatch.setenv('MMLT_SYNTHETIC_ROOT', synthetic_root)
+    results = rescoring.sweep_scoring(
+        osp.join(REPO_ROOT, CONFIG), sweep['ckpt'], cache_dir=sweep['cache'],
+        out_dir=str(tmp_path), values=dict(gamma=[GAMMA]),
+        cfg_options={'test_evaluator.ap_fixed': True,
+                     'test_evaluator.ap_pool': True}).results
+    header = capsys.readouterr().out.split('one row per setting:')[1]
+    assert ('| setting | AP | APr | APc | APf | AP_fixed | APr_fixed | '
+            'APc_fixed | APf_fixed | AP_pool |') in header
+    for result in results:
+        for item in ('AP', 'APr', 'APc', 'APf'):
+            assert result.metrics[f'{item}_fixed'] == result.metrics[item]
+        assert 0 <= result.metrics['AP_pool'] <= 1
+    assert rescoring.table_metrics(results)[-1] == 'AP_pool'
+
+
 def test_settings_one_at_a_time_or_grid():
     base = rescoring.Setting(
         gamma=0.6, method='gamma', tau=0.0, alpha=None, score_thr=1e-4)

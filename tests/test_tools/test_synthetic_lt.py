@@ -36,7 +36,7 @@ def test_plan_pairs_methods_with_their_framework_baseline():
     assert len(synthetic_lt.discover()) == len(runs)
 
 
-def test_quick_benchmark(synthetic_root, run_tool, tmp_path):
+def test_quick_benchmark(synthetic_root, run_tool, tmp_path, monkeypatch):
     configs = tmp_path / 'configs'
     configs.mkdir()
     method = configs / 'mask-rcnn_r18-tiny_fpn_fromBase_1e_synthetic-lvis.py'
@@ -91,3 +91,18 @@ def test_quick_benchmark(synthetic_root, run_tool, tmp_path):
     assert 'mask-rcnn_r18-tiny_fpn_12e_synthetic-lvis/epoch_1.pth' in log
     assert 'Load checkpoint from' in log
     assert 'skipped: does not know how to make magic.pth' in text
+
+    # --reuse: the finished runs give the same rows without training again
+    train_log = work / method.stem / 'benchmark_train.log'
+    trained_at = train_log.stat().st_mtime_ns
+    monkeypatch.setenv('MMLT_SYNTHETIC_ROOT', synthetic_root)
+    again = tmp_path / 'again.md'
+    assert synthetic_lt.main(cmd[2:cmd.index('--out')] + [
+        '--out', str(again), '--reuse', '--cfg-options',
+        'train_dataloader.batch_size=4', 'test_dataloader.batch_size=4'
+    ]) == 0
+    assert train_log.stat().st_mtime_ns == trained_at
+    rows = [line for line in again.read_text().splitlines()
+            if line.startswith('| ')]
+    assert rows == [line for line in text.splitlines()
+                    if line.startswith('| ')]

@@ -17,6 +17,11 @@ Sweepable (one parameter at a time, or ``--grid`` for all combinations):
 * ``--alpha``: TDE strength (``TDEBBoxHead.alpha``).
 * ``--score-thr``: ``test_cfg.rcnn.score_thr``.
 
+``--ap-fixed`` adds AP-fixed (APr / APc / APf too) and AP-pool to the table
+(the metric's ``ap_fixed`` and ``ap_pool``); they differ from AP only with
+more than 300 detections per image (``--cfg-options
+model.test_cfg.rcnn.max_per_img=1000``).
+
 Example:
     python tools/analysis_tools/sweep_scoring.py \\
         configs/norcal/mask-rcnn_r50_fpn_norcal_ms-1x_lvis-v1.py model.pth \\
@@ -71,6 +76,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         action='store_true',
         help='all combinations instead of one parameter at a time')
     parser.add_argument(
+        '--ap-fixed',
+        action='store_true',
+        help='also report AP-fixed and AP-pool (test_evaluator.ap_fixed '
+        'and ap_pool)')
+    parser.add_argument(
         '--rebuild-cache',
         action='store_true',
         help='run the detector again and overwrite the cache')
@@ -113,6 +123,10 @@ def main(argv: Optional[Sequence[str]] = None) -> SweepOutcome:
     args = parse_args(argv)
     from mmdet.utils import register_all_modules
     register_all_modules()
+    cfg_options = dict(args.cfg_options or {})
+    if args.ap_fixed:
+        cfg_options.update({'test_evaluator.ap_fixed': True,
+                            'test_evaluator.ap_pool': True})
     outcome = sweep_scoring(
         args.config,
         args.checkpoint,
@@ -130,7 +144,7 @@ def main(argv: Optional[Sequence[str]] = None) -> SweepOutcome:
         shard_size=args.shard_size,
         dump_predictions=args.dump_predictions,
         device=args.device,
-        cfg_options=args.cfg_options)
+        cfg_options=cfg_options)
     print_summary(outcome)
     return outcome
 

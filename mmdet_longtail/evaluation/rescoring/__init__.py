@@ -24,7 +24,8 @@ from .fingerprint import (CacheMismatchError, check_fingerprint,
                           make_fingerprint, model_identity, tree_differences)
 from .pipeline import SweepOutcome, sweep_scoring
 from .recorder import HeadRecorder
-from .report import TABLE_METRICS, format_table, save_plot, write_results
+from .report import (TABLE_METRICS, format_table, save_plot, table_metrics,
+                     write_results)
 from .rescorer import Rescorer, check_reproduces
 from .settings import SWEEP_PARAMS, Setting, swept_params, sweep_settings
 from .sweep import (SweepResult, build_cache, dump_predictions,
@@ -37,6 +38,7 @@ __all__ = [
     'with_norcal_loss', 'with_tau_norm_classifiers', 'CacheMismatchError',
     'check_fingerprint', 'make_fingerprint', 'model_identity',
     'tree_differences', 'HeadRecorder', 'TABLE_METRICS', 'format_table',
+    'table_metrics',
     'save_plot', 'write_results', 'Rescorer', 'check_reproduces',
     'SWEEP_PARAMS', 'Setting', 'swept_params', 'sweep_settings',
     'SweepResult', 'build_cache', 'dump_predictions', 'prefixed_metrics',

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional, Sequence
 from .cache import cache_is_complete, read_meta
 from .detector import build_detector, load_config, scoring_model_cfg
 from .fingerprint import check_fingerprint, make_fingerprint
-from .report import format_table, save_plot, write_results
+from .report import format_table, save_plot, table_metrics, write_results
 from .rescorer import Rescorer
 from .settings import Setting
 from .settings import sweep_settings as make_settings
@@ -102,7 +102,8 @@ def sweep_scoring(config: str,
                         out_dir if dump_predictions else None)
     os.makedirs(out_dir, exist_ok=True)
     print('\nbbox results (%), one row per setting:\n' +
-          format_table(results, meta['full_pass_seconds']['total']))
+          format_table(results, meta['full_pass_seconds']['total'],
+                       table_metrics(results)))
     write_results(results, meta, osp.join(out_dir, 'sweep_results.json'))
     plot = osp.join(out_dir, 'sweep_scoring.png')
     if save_plot(results, rescorer.base, plot):

@@ -1,7 +1,7 @@
 """The sweep's table, plot and json."""
 import json
 from dataclasses import asdict
-from typing import List, Sequence
+from typing import List, Sequence, Tuple
 
 from .settings import SWEEP_PARAMS, Setting, swept_params
 from .sweep import SweepResult
@@ -10,6 +10,17 @@ from .sweep import SweepResult
 #: every metric the evaluator gives is in the json whatever this holds, so
 #: another metric needs only its key here (or in ``metrics=``)
 TABLE_METRICS = ('AP', 'APr', 'APc', 'APf')
+#: added to the table when the metric gives them (its ``ap_fixed`` and
+#: ``ap_pool`` options)
+FIXED_POOL_METRICS = ('AP_fixed', 'APr_fixed', 'APc_fixed', 'APf_fixed',
+                      'AP_pool')
+
+
+def table_metrics(results: List[SweepResult]) -> Tuple[str, ...]:
+    """``TABLE_METRICS``, then the fixed and pooled APs that the results
+    hold."""
+    given = set().union(*(r.metrics for r in results))
+    return TABLE_METRICS + tuple(m for m in FIXED_POOL_METRICS if m in given)
 
 
 def format_table(results: List[SweepResult],
