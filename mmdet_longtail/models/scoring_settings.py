@@ -4,7 +4,8 @@ Some components change the detector's scores at test time only, with
 settings that can be chosen without retraining: the TDE strength ``alpha``
 (and ``scoring``) of :class:`TDEBBoxHead`, the ``tau`` of
 :class:`TauNormLinear`, NorCal's ``gamma`` (and ``method``) of
-:class:`CalibratedCrossEntropyLoss`. Each such component
+:class:`CalibratedCrossEntropyLoss`, FRACAL's ``fractal_lambda`` and
+``logit_adjustment`` of :class:`FRACALLoss`. Each such component
 
 * derives from :class:`ScoringSettingsMixin` and lists the names in its
   class attribute ``SCORING_SETTINGS``;

@@ -6,8 +6,6 @@ import shutil
 
 import pytest
 
-from conftest import FAST_CFG_OPTIONS
-
 TINY_FASTER = 'configs/lvis/faster-rcnn_r18-tiny_fpn_12e_synthetic-lvis.py'
 
 

@@ -1,6 +1,7 @@
 """The test-time scoring settings protocol: every post-hoc knob (TDE alpha /
-scoring, tau-norm tau, NorCal gamma / method) is a constructor argument, a
-plain attribute and a validated run-time setting, found by isinstance."""
+scoring, tau-norm tau, NorCal gamma / method, FRACAL lambda / logit
+adjustment) is a constructor argument, a plain attribute and a validated
+run-time setting, found by isinstance."""
 import pytest
 import torch
 import torch.nn as nn
@@ -9,6 +10,7 @@ from mmdet.utils import register_all_modules
 from mmdet_longtail.models.layers.tau_norm_linear import TauNormLinear
 from mmdet_longtail.models.losses.calibrated_ce_loss import \
     CalibratedCrossEntropyLoss
+from mmdet_longtail.models.losses.fracal_loss import FRACALLoss
 from mmdet_longtail.models.roi_heads.bbox_heads.tde_bbox_head import \
     TDEBBoxHead
 from mmdet_longtail.models.scoring_settings import (ScoringSettingsMixin,
@@ -28,6 +30,8 @@ def test_components_declare_their_settings():
     assert TauNormLinear.SCORING_SETTINGS == ('tau', )
     assert CalibratedCrossEntropyLoss.SCORING_SETTINGS == ('gamma', 'method')
     assert TDEBBoxHead.SCORING_SETTINGS == ('alpha', 'scoring')
+    assert FRACALLoss.SCORING_SETTINGS == ('fractal_lambda',
+                                           'logit_adjustment')
     head = tde_head()
     assert head.scoring_settings() == dict(alpha=1.5, scoring='tde')
     # the classifier's alpha is an internal of the head, not a second owner

@@ -69,6 +69,28 @@ def sweep(run_tool, synthetic_root, tmp_path_factory):
                 results=results)
 
 
+def assert_equals_test_py(sweep_metrics: dict, cache: str, k: int,
+                          test_work: str, out: str) -> dict:
+    """The sweep's setting ``k`` gives tools/test.py's bbox numbers and,
+    image by image, its very detections; returns them."""
+    (metrics_file, ) = glob.glob(osp.join(test_work, '*', '*.json'))
+    with open(metrics_file) as f:
+        test_metrics = json.load(f)
+    for key in ('AP', 'AP50', 'APr', 'APc', 'APf'):
+        assert sweep_metrics[key] == test_metrics[f'lvis/bbox_{key}'], key
+    with open(out, 'rb') as f:
+        expected = {d['img_id']: d['pred_instances'] for d in pickle.load(f)}
+    with open(osp.join(cache, f'predictions_{k:03d}.pkl'), 'rb') as f:
+        got = {d['img_id']: d['pred_instances'] for d in pickle.load(f)}
+    assert expected.keys() == got.keys()
+    # not a vacuous comparison
+    assert sum(len(pred['scores']) for pred in got.values()) > 0
+    for img_id, pred in expected.items():
+        for key in ('bboxes', 'scores', 'labels'):
+            assert torch.equal(pred[key], got[img_id][key]), (img_id, key)
+    return got
+
+
 def setting_index(results: dict, **wanted) -> int:
     for k, entry in enumerate(results['settings']):
         if all(entry['setting'][p] == v for p, v in wanted.items()):
@@ -87,27 +109,13 @@ def test_one_setting_equals_test_py(sweep, run_tool, which):
     out = osp.join(work, 'preds.pkl')
     run_tool.test(CONFIG, sweep['ckpt'], work, '--out', out,
                   cfg_options=TEST_PY_OPTIONS[which])
-    (metrics_file, ) = glob.glob(osp.join(work, '*', '*.json'))
-    with open(metrics_file) as f:
-        test_metrics = json.load(f)
     sweep_metrics = sweep['results']['settings'][k]['metrics']
-    for key in ('AP', 'AP50', 'APr', 'APc', 'APf'):
-        assert sweep_metrics[key] == test_metrics[f'lvis/bbox_{key}'], key
+    got = assert_equals_test_py(sweep_metrics, sweep['cache'], k, work, out)
     assert all(0 <= sweep_metrics[k] <= 1 or sweep_metrics[k] == -1
                for k in ('AP', 'AP50', 'APr', 'APc', 'APf'))
-
-    # and image by image, the very same detections
-    with open(out, 'rb') as f:
-        expected = {d['img_id']: d['pred_instances'] for d in pickle.load(f)}
-    with open(osp.join(sweep['cache'], f'predictions_{k:03d}.pkl'),
-              'rb') as f:
-        got = {d['img_id']: d['pred_instances'] for d in pickle.load(f)}
-    assert expected.keys() == got.keys() and len(got) == 16
-    # not a vacuous comparison: every image has detections
+    # every image has detections
+    assert len(got) == 16
     assert all(len(pred['scores']) > 0 for pred in got.values())
-    for img_id, pred in expected.items():
-        for key in ('bboxes', 'scores', 'labels'):
-            assert torch.equal(pred[key], got[img_id][key]), (img_id, key)
 
 
 def test_sweep_reports_table_plot_and_cost_ratio(sweep):
@@ -292,19 +300,7 @@ def test_tde_alpha_setting_equals_test_py(run_tool, synthetic_root,
     run_tool.test(TDE_CONFIG, ckpt, test_work, '--out', out,
                   cfg_options=['model.test_cfg.rcnn.tde_alpha=0.5',
                                no_threshold])
-    (metrics_file, ) = glob.glob(osp.join(test_work, '*', '*.json'))
-    with open(metrics_file) as f:
-        test_metrics = json.load(f)
-    for key in ('AP', 'APr', 'APc', 'APf'):
-        assert results[1].metrics[key] == test_metrics[f'lvis/bbox_{key}']
-    with open(out, 'rb') as f:
-        expected = {d['img_id']: d['pred_instances'] for d in pickle.load(f)}
-    with open(osp.join(cache, 'predictions_001.pkl'), 'rb') as f:
-        got = {d['img_id']: d['pred_instances'] for d in pickle.load(f)}
-    assert sum(len(p['scores']) for p in got.values()) > 0
-    for img_id, pred in expected.items():
-        for key in ('bboxes', 'scores', 'labels'):
-            assert torch.equal(pred[key], got[img_id][key]), (img_id, key)
+    got = assert_equals_test_py(results[1].metrics, cache, 1, test_work, out)
     # alpha changes the scores (it is not ignored)
     with open(osp.join(cache, 'predictions_000.pkl'), 'rb') as f:
         base = {d['img_id']: d['pred_instances'] for d in pickle.load(f)}
@@ -319,6 +315,50 @@ def test_tde_alpha_setting_equals_test_py(run_tool, synthetic_root,
             ckpt,
             cache_dir=cache,
             values=dict(gamma=[0.5]))
+
+
+FRACAL_CONFIG = \
+    'configs/fracal/faster-rcnn_r18-tiny_fpn_fracal_12e_synthetic-lvis.py'
+
+
+def test_fracal_settings_equal_test_py(sweep, run_tool, synthetic_root,
+                                       monkeypatch, tmp_path):
+    """--fractal-lambda / --logit-adjustment set FRACAL's test-time scoring
+    settings: a row gives exactly what tools/test.py gives with them."""
+    monkeypatch.setenv('MMLT_SYNTHETIC_ROOT', synthetic_root)
+    ckpt = built_checkpoint(FRACAL_CONFIG, str(tmp_path / 'model.pth'),
+                            synthetic_root)
+    cache = str(tmp_path / 'cache')
+    results = rescoring.sweep_scoring(
+        osp.join(REPO_ROOT, FRACAL_CONFIG), ckpt, cache_dir=cache,
+        values=dict(fractal_lambda=[0.5], logit_adjustment=[0.0]),
+        dump_predictions=True,
+        cfg_options={'test_dataloader.batch_size': 4}).results
+    assert [(r.setting.fractal_lambda, r.setting.logit_adjustment)
+            for r in results] == [(2.0, 1.0), (0.5, 1.0), (2.0, 0.0)]
+    assert results[1].setting.label().endswith(
+        'lambda=0.5, a=1, score_thr=0.0001')
+
+    test_work = str(tmp_path / 'test')
+    out = osp.join(test_work, 'preds.pkl')
+    run_tool.test(FRACAL_CONFIG, ckpt, test_work, '--out', out,
+                  cfg_options=[
+                      'model.roi_head.bbox_head.loss_cls.fractal_lambda=0.5'
+                  ])
+    got = assert_equals_test_py(results[1].metrics, cache, 1, test_work, out)
+    with open(osp.join(cache, 'predictions_000.pkl'), 'rb') as f:
+        base = {d['img_id']: d['pred_instances'] for d in pickle.load(f)}
+    assert any(
+        base[i]['scores'].shape != got[i]['scores'].shape
+        or not torch.equal(base[i]['scores'], got[i]['scores'])
+        for i in got)
+
+    # a head without FRACAL is refused before any network pass
+    with pytest.raises(ValueError, match=r'need a last box head .*'
+                       r'FRACALLoss.*CalibratedCrossEntropyLoss'):
+        rescoring.sweep_scoring(
+            osp.join(REPO_ROOT, CONFIG), sweep['ckpt'],
+            cache_dir=sweep['cache'], values=dict(fractal_lambda=[1.0]))
 
 
 def test_scoring_components_are_added_by_config():

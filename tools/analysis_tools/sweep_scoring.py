@@ -15,6 +15,8 @@ Sweepable (one parameter at a time, or ``--grid`` for all combinations):
   (``TauNormLinear.tau``); plain ``nn.Linear`` classifiers are built as
   ``TauNormLinear`` with ``tau=0`` (the same layer).
 * ``--alpha``: TDE strength (``TDEBBoxHead.alpha``).
+* ``--fractal-lambda`` / ``--logit-adjustment``: FRACAL's two terms
+  (``FRACALLoss``; a baseline checkpoint tests with a FRACAL config as is).
 * ``--score-thr``: ``test_cfg.rcnn.score_thr``.
 
 ``--ap-fixed`` adds AP-fixed (APr / APc / APf too) and AP-pool to the table
@@ -65,6 +67,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         '--tau', type=float, nargs='+', default=[], help='tau-norm taus')
     parser.add_argument(
         '--alpha', type=float, nargs='+', default=[], help='TDE alphas')
+    parser.add_argument(
+        '--fractal-lambda', type=float, nargs='+', default=[],
+        help='FRACAL lambdas')
+    parser.add_argument(
+        '--logit-adjustment', type=float, nargs='+', default=[],
+        help='FRACAL weights of the frequency term')
     parser.add_argument(
         '--score-thr',
         type=float,
@@ -136,6 +144,8 @@ def main(argv: Optional[Sequence[str]] = None) -> SweepOutcome:
             gamma=args.gamma,
             tau=args.tau,
             alpha=args.alpha,
+            fractal_lambda=args.fractal_lambda,
+            logit_adjustment=args.logit_adjustment,
             score_thr=args.score_thr),
         grid=args.grid,
         norcal_method=args.norcal_method,

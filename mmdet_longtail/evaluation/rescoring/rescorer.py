@@ -38,9 +38,10 @@ class Rescorer:
     them.
 
     The settings are applied to the model's components through
-    ``set_scoring_settings``: NorCal ``gamma`` / ``method`` to the last
-    stage's component that has them (the one whose activation scores),
-    ``tau`` and ``alpha`` to every stage. :meth:`restore` puts the model's
+    ``set_scoring_settings``: NorCal ``gamma`` / ``method`` and FRACAL
+    ``fractal_lambda`` / ``logit_adjustment`` to the last stage's component
+    that has them (the one whose activation scores), ``tau`` and ``alpha``
+    to every stage. :meth:`restore` puts the model's
     own settings back.
     """
 
@@ -51,6 +52,7 @@ class Rescorer:
         self.with_mask = bool(getattr(model.roi_head, 'with_mask', False))
         self.rcnn_cfg = model.roi_head.test_cfg
         self.norcal = setting_owner(self.last, 'gamma')
+        self.fracal = setting_owner(self.last, 'fractal_lambda')
         self.tau_owners = [setting_owner(h, 'tau') for h in self.heads]
         self.alpha_owners = [setting_owner(h, 'alpha') for h in self.heads]
         self.base = Setting(
@@ -58,7 +60,8 @@ class Rescorer:
             method=self.norcal.method if self.norcal else 'gamma',
             tau=stage_tau(self.last),
             alpha=self._current_alpha(),
-            score_thr=float(self.rcnn_cfg.score_thr))
+            score_thr=float(self.rcnn_cfg.score_thr),
+            **(self.fracal.scoring_settings() if self.fracal else {}))
         # the classifier settings the network ran with (= cached logits)
         self.cached_taus = [stage_tau(h) for h in self.heads]
         self.cached_alpha = self.base.alpha
@@ -104,6 +107,14 @@ class Rescorer:
                 f'scoring setting gamma (CalibratedCrossEntropyLoss); '
                 f'{type(self.last).__name__} uses '
                 f'{type(getattr(self.last, "loss_cls", None)).__name__}')
+        if self.fracal is None and any(
+                s.fractal_lambda is not None or
+                s.logit_adjustment is not None for s in settings):
+            raise ValueError(
+                f'--fractal-lambda / --logit-adjustment (FRACAL) need a last '
+                f'box head whose loss has these scoring settings '
+                f'(FRACALLoss); {type(self.last).__name__} uses '
+                f'{type(getattr(self.last, "loss_cls", None)).__name__}')
         if any(s.alpha is not None for s in settings) and \
                 self.base.alpha is None:
             raise ValueError('--alpha (TDE) needs a bbox head with the '
@@ -144,6 +155,10 @@ class Rescorer:
         for owner in self.tau_owners:
             if owner is not None:
                 owner.set_scoring_settings(tau=setting.tau)
+        if self.fracal is not None:
+            self.fracal.set_scoring_settings(
+                fractal_lambda=setting.fractal_lambda,
+                logit_adjustment=setting.logit_adjustment)
         if setting.alpha is not None:
             for owner in self.alpha_owners:
                 if owner is not None:

@@ -4,17 +4,19 @@ from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence
 
 #: parameters of :class:`Setting` a sweep can vary
-SWEEP_PARAMS = ('gamma', 'tau', 'alpha', 'score_thr')
+SWEEP_PARAMS = ('gamma', 'tau', 'alpha', 'fractal_lambda', 'logit_adjustment',
+                'score_thr')
 
 
 @dataclass(frozen=True)
 class Setting:
     """One test-time scoring setting of a detector.
 
-    ``gamma`` / ``method``, ``tau`` and ``alpha`` are the test-time scoring
-    settings (:mod:`mmdet_longtail.models.scoring_settings`) of the NorCal
-    loss, the tau-norm classifiers and the TDE heads; ``score_thr`` is
-    ``test_cfg.rcnn.score_thr``.
+    ``gamma`` / ``method``, ``tau``, ``alpha`` and ``fractal_lambda`` /
+    ``logit_adjustment`` are the test-time scoring settings
+    (:mod:`mmdet_longtail.models.scoring_settings`) of the NorCal loss, the
+    tau-norm classifiers, the TDE heads and the FRACAL loss; ``score_thr``
+    is ``test_cfg.rcnn.score_thr``.
 
     Attributes:
         gamma (float): NorCal strength (0 = softmax).
@@ -22,12 +24,18 @@ class Setting:
         tau (float): tau-norm exponent of the classifiers (0 = none).
         alpha (float | None): TDE strength (None: the head has no TDE).
         score_thr (float): score threshold before NMS.
+        fractal_lambda (float | None): FRACAL strength of the fractal
+            term (None: the head has no FRACAL loss).
+        logit_adjustment (float | None): FRACAL weight of the frequency
+            term (None: no FRACAL loss).
     """
     gamma: float
     method: str
     tau: float
     alpha: Optional[float]
     score_thr: float
+    fractal_lambda: Optional[float] = None
+    logit_adjustment: Optional[float] = None
 
     def label(self) -> str:
         """The setting as a table row name."""
@@ -38,6 +46,9 @@ class Setting:
         ]
         if self.alpha is not None:
             parts.append(f'alpha={self.alpha:g}')
+        if self.fractal_lambda is not None:
+            parts.append(f'lambda={self.fractal_lambda:g}, '
+                         f'a={self.logit_adjustment:g}')
         parts.append(f'score_thr={self.score_thr:g}')
         return ', '.join(parts)
 

@@ -32,7 +32,7 @@ the background is the absence of a positive, as in mmdet's sigmoid heads. At
 test time the score of class j is ``sigmoid(z_j)`` with a zero background
 column appended.
 """
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -43,10 +43,8 @@ from torch import Tensor
 from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import (StatisticsSource,
                                                  load_class_statistics)
-from .utils import (ClassifierInputs, ClassifierLayout,
-                    CustomClassifierMixin, SeededSampling,
-                    foreground_accuracy, foreground_targets,
-                    reduce_roi_losses, upcast_half, with_zero_background)
+from .utils import (SeededSampling, SigmoidClassifierMixin, foreground_targets,
+                    reduce_roi_losses, upcast_half)
 
 ACSL_BACKGROUNDS = ('frequency_group', 'threshold', 'all')
 FREQUENCY_LETTERS = ('r', 'c', 'f')
@@ -95,7 +93,7 @@ def check_bg_suppress_prob(
 
 
 @MODELS.register_module()
-class ACSLoss(CustomClassifierMixin, SeededSampling, nn.Module):
+class ACSLoss(SigmoidClassifierMixin, SeededSampling, nn.Module):
     """Adaptive Class Suppression Loss (Wang et al., CVPR 2021,
     https://arxiv.org/abs/2104.00885) for RoI heads (see the module
     docstring for the rule).
@@ -156,28 +154,7 @@ class ACSLoss(CustomClassifierMixin, SeededSampling, nn.Module):
                                           'ACSLoss with frequency_group')
             self.class_groups = np.array(
                 [FREQUENCY_LETTERS.index(x) for x in stats.frequency])
-        self.inputs = ClassifierInputs(
-            'ACSLoss', self.num_classes, self.num_classes,
-            f'C={self.num_classes} classes, no background logit',
-            hint='build the classifier through the loss (BBoxHead uses '
-            'loss_cls.get_cls_channels)')
-
-    def cls_channels(self) -> int:
-        """C outputs: one sigmoid logit per class, no background logit."""
-        return self.num_classes
-
-    def classifier_layout(self) -> ClassifierLayout:
-        """Class c in row c, no background row."""
-        return ClassifierLayout.sigmoid(self.num_classes)
-
-    def get_activation(self, cls_score: Tensor) -> Tensor:
-        """Scores (N, C + 1): sigmoid, zero background column last."""
-        return with_zero_background(torch.sigmoid(cls_score))
-
-    def get_accuracy(self, cls_score: Tensor,
-                     labels: Tensor) -> Dict[str, Tensor]:
-        """Classification accuracy (%) of the foreground RoIs."""
-        return foreground_accuracy(cls_score, labels, self.num_classes)
+        self.inputs = self.classifier_inputs('ACSLoss')
 
     def background_weights(self, num_rois: int,
                            like: Tensor) -> Optional[Tensor]:

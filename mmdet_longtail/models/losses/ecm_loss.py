@@ -30,7 +30,7 @@ positive for the background column) and N the number of RoIs. Since
 ``sigmoid(z_c) * (1 - sigmoid(z_bg))`` and the background score
 ``sigmoid(z_bg)`` is the last column.
 """
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -38,12 +38,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmdet.models.losses import accuracy
 from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import (StatisticsSource,
                                                  load_class_statistics)
-from .utils import (ClassifierInputs, ClassifierLayout,
-                    CustomClassifierMixin, reduce_roi_losses, upcast_half)
+from .utils import (ObjectnessClassifierMixin, reduce_roi_losses, upcast_half)
 
 # the authors' empirical ratio of background to foreground RoIs
 # (Mask R-CNN on LVIS v1)
@@ -112,7 +110,7 @@ def ecm_loss(cls_score: Tensor,
 
 
 @MODELS.register_module()
-class ECMLoss(CustomClassifierMixin, nn.Module):
+class ECMLoss(ObjectnessClassifierMixin, nn.Module):
     """Effective Class-Margin loss (Cho and Kraehenbuehl, ECCV 2022) for RoI
     heads.
 
@@ -160,42 +158,7 @@ class ECMLoss(CustomClassifierMixin, nn.Module):
                             ('class_weights', weights)):
             self.register_buffer(
                 name, torch.from_numpy(value), persistent=False)
-        self.inputs = ClassifierInputs(
-            'ECMLoss', self.num_classes, self.num_classes + 1,
-            f'C={self.num_classes} classes + 1 background logit last',
-            hint='build the classifier through the loss (BBoxHead uses '
-            'loss_cls.get_cls_channels)')
-
-    def cls_channels(self) -> int:
-        """C + 1 outputs: C class logits and the background logit last."""
-        return self.num_classes + 1
-
-    def classifier_layout(self) -> ClassifierLayout:
-        """Class c in row c, the background logit last."""
-        return ClassifierLayout.sigmoid(self.num_classes, background=True)
-
-    def get_activation(self, cls_score: Tensor) -> Tensor:
-        """Scores (N, C + 1): ``sigmoid(z_c) * (1 - sigmoid(z_bg))`` for the
-        classes, ``sigmoid(z_bg)`` last."""
-        self.inputs.check_logits(cls_score)
-        scores = torch.sigmoid(upcast_half(cls_score))
-        background = scores[:, -1:]
-        return torch.cat([scores[:, :-1] * (1 - background), background],
-                         dim=1)
-
-    def get_accuracy(self, cls_score: Tensor,
-                     labels: Tensor) -> Dict[str, Tensor]:
-        """Accuracy (%) of the background logit (background when
-        ``sigmoid(z_bg) > 0.5``) on all RoIs and of the class logits on the
-        foreground RoIs."""
-        is_background = labels == self.num_classes
-        hits = ((cls_score[:, -1] > 0) == is_background).float()
-        acc_objectness = hits.mean() * 100 if labels.numel() \
-            else cls_score.new_tensor(0.)
-        fg = ~is_background
-        return dict(
-            acc_objectness=acc_objectness,
-            acc_classes=accuracy(cls_score[fg, :-1], labels[fg]))
+        self.inputs = self.classifier_inputs('ECMLoss')
 
     def forward(self,
                 cls_score: Tensor,

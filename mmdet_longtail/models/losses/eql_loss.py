@@ -18,7 +18,7 @@ classes, while background RoIs still suppress every class. At test time the
 score of class j is ``sigmoid(z_j)`` and a zero background column is appended
 (the authors' convention), so mmdet's heads get N x (C + 1) scores.
 """
-from typing import Dict, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -29,9 +29,8 @@ from torch import Tensor
 from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import (StatisticsSource,
                                                  load_class_statistics)
-from .utils import (ClassifierInputs, ClassifierLayout, CustomClassifierMixin,
-                    foreground_accuracy, foreground_targets, reduce_roi_losses,
-                    upcast_half, with_zero_background)
+from .utils import (SigmoidClassifierMixin, foreground_targets,
+                    reduce_roi_losses, upcast_half)
 
 
 def eql_tail_classes(image_freq: Sequence[float],
@@ -73,7 +72,7 @@ def eql_loss(cls_score: Tensor,
 
 
 @MODELS.register_module()
-class EQLoss(CustomClassifierMixin, nn.Module):
+class EQLoss(SigmoidClassifierMixin, nn.Module):
     """Equalization Loss (Tan et al., CVPR 2020,
     https://arxiv.org/abs/2003.05176) for RoI heads.
 
@@ -124,29 +123,7 @@ class EQLoss(CustomClassifierMixin, nn.Module):
         # derived from the dataset, so not part of checkpoints
         self.register_buffer(
             'tail_classes', torch.from_numpy(tail), persistent=False)
-        self.inputs = ClassifierInputs(
-            'EQLoss', self.num_classes, self.num_classes,
-            f'C={self.num_classes} classes, no background logit',
-            hint='build the classifier through the loss (BBoxHead uses '
-            'loss_cls.get_cls_channels)')
-
-    def cls_channels(self) -> int:
-        """C outputs: one sigmoid logit per class, no background logit."""
-        return self.num_classes
-
-    def classifier_layout(self) -> ClassifierLayout:
-        """Class c in row c, no background row."""
-        return ClassifierLayout.sigmoid(self.num_classes)
-
-    def get_activation(self, cls_score: Tensor) -> Tensor:
-        """Scores (N, C + 1): sigmoid, zero background column last."""
-        scores = torch.sigmoid(cls_score)
-        return with_zero_background(scores)
-
-    def get_accuracy(self, cls_score: Tensor,
-                     labels: Tensor) -> Dict[str, Tensor]:
-        """Classification accuracy (%) of the foreground RoIs."""
-        return foreground_accuracy(cls_score, labels, self.num_classes)
+        self.inputs = self.classifier_inputs('EQLoss')
 
     def forward(self,
                 cls_score: Tensor,

@@ -25,17 +25,15 @@ gradients are damped while their positive ones are boosted.
 At test time the score of class c is ``sigmoid(z_c) * (1 - sigmoid(z_bg))``
 and the background score ``sigmoid(z_bg)`` is the last column.
 """
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmdet.models.losses import accuracy
 from mmdet.registry import MODELS
-from .utils import (ClassifierInputs, ClassifierLayout,
-                    CustomClassifierMixin, GradientStatistics,
+from .utils import (GradientStatistics, ObjectnessClassifierMixin,
                     reduce_roi_losses, upcast_half)
 
 # ratio before any statistics: f(100) = 1, so both weights start at 1
@@ -90,7 +88,7 @@ def eqlv2_loss(cls_score: Tensor,
 
 
 @MODELS.register_module()
-class EQLv2(CustomClassifierMixin, GradientStatistics, nn.Module):
+class EQLv2(ObjectnessClassifierMixin, GradientStatistics, nn.Module):
     """Equalization Loss v2 (Tan et al., CVPR 2021,
     https://arxiv.org/abs/2012.08548) for RoI heads.
 
@@ -148,41 +146,7 @@ class EQLv2(CustomClassifierMixin, GradientStatistics, nn.Module):
         self.alpha = float(alpha)
         self.loss_weight = float(loss_weight)
         self.register_gradient_statistics(self.num_classes, INITIAL_RATIO)
-        self.inputs = ClassifierInputs(
-            'EQLv2', self.num_classes, self.num_classes + 1,
-            f'C={self.num_classes} classes + 1 objectness logit last',
-            hint='build the classifier through the loss (BBoxHead uses '
-            'loss_cls.get_cls_channels)')
-
-    def cls_channels(self) -> int:
-        """C + 1 outputs: C class logits and the objectness logit last."""
-        return self.num_classes + 1
-
-    def classifier_layout(self) -> ClassifierLayout:
-        """Class c in row c, the objectness (background) logit last."""
-        return ClassifierLayout.sigmoid(self.num_classes, background=True)
-
-    def get_activation(self, cls_score: Tensor) -> Tensor:
-        """Scores (N, C + 1): ``sigmoid(z_c) * (1 - sigmoid(z_bg))`` for the
-        classes, ``sigmoid(z_bg)`` last."""
-        scores = torch.sigmoid(cls_score)
-        background = scores[:, -1:]
-        return torch.cat([scores[:, :-1] * (1 - background), background],
-                         dim=1)
-
-    def get_accuracy(self, cls_score: Tensor,
-                     labels: Tensor) -> Dict[str, Tensor]:
-        """Accuracy (%) of the objectness logit (background when
-        ``sigmoid(z_bg) > 0.5``) on all RoIs and of the class logits on the
-        foreground RoIs."""
-        is_background = labels == self.num_classes
-        objectness_hits = ((cls_score[:, -1] > 0) == is_background).float()
-        acc_objectness = objectness_hits.mean() * 100 if labels.numel() \
-            else cls_score.new_tensor(0.)
-        fg = ~is_background
-        return dict(
-            acc_objectness=acc_objectness,
-            acc_classes=accuracy(cls_score[fg, :-1], labels[fg]))
+        self.inputs = self.classifier_inputs('EQLv2')
 
     def weights(self,
                 dtype: Optional[torch.dtype] = None) -> Tuple[Tensor, Tensor]:

@@ -26,7 +26,7 @@ The draw of step s on rank r is keyed by (seed, r, s) (see
 :class:`~mmdet_longtail.models.losses.utils.SeededSampling`): runs reproduce,
 and ``--resume`` continues the same draws.
 """
-from typing import Dict, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -37,9 +37,8 @@ from torch import Tensor
 from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import (StatisticsSource,
                                                  load_class_statistics)
-from .utils import (ClassifierInputs, ClassifierLayout, CustomClassifierMixin,
-                    SeededSampling, foreground_accuracy, foreground_targets,
-                    reduce_roi_losses, upcast_half, with_zero_background)
+from .utils import (SeededSampling, SigmoidClassifierMixin, foreground_targets,
+                    reduce_roi_losses, upcast_half)
 
 
 def federated_class_weights(image_count: Sequence[int],
@@ -115,7 +114,7 @@ def federated_loss(cls_score: Tensor,
 
 
 @MODELS.register_module()
-class FederatedLoss(CustomClassifierMixin, SeededSampling, nn.Module):
+class FederatedLoss(SigmoidClassifierMixin, SeededSampling, nn.Module):
     """Federated loss (Zhou et al., CenterNet2,
     https://arxiv.org/abs/2103.07461) for RoI heads.
 
@@ -172,29 +171,7 @@ class FederatedLoss(CustomClassifierMixin, SeededSampling, nn.Module):
         self.class_weights = federated_class_weights(
             stats.image_count, freq_weight_power, stats.source)
         self.register_sampling_step(seed)
-        self.inputs = ClassifierInputs(
-            'FederatedLoss', self.num_classes, self.num_classes,
-            f'C={self.num_classes} classes, no background logit',
-            hint='build the classifier through the loss (BBoxHead uses '
-            'loss_cls.get_cls_channels)')
-
-    def cls_channels(self) -> int:
-        """C outputs: one sigmoid logit per class, no background logit."""
-        return self.num_classes
-
-    def classifier_layout(self) -> ClassifierLayout:
-        """Class c in row c, no background row."""
-        return ClassifierLayout.sigmoid(self.num_classes)
-
-    def get_activation(self, cls_score: Tensor) -> Tensor:
-        """Scores (N, C + 1): sigmoid, zero background column last."""
-        scores = torch.sigmoid(cls_score)
-        return with_zero_background(scores)
-
-    def get_accuracy(self, cls_score: Tensor,
-                     labels: Tensor) -> Dict[str, Tensor]:
-        """Classification accuracy (%) of the foreground RoIs."""
-        return foreground_accuracy(cls_score, labels, self.num_classes)
+        self.inputs = self.classifier_inputs('FederatedLoss')
 
     def sample_classes(self, labels: Tensor) -> Tensor:
         """This step's class set S (bool (C,), on ``labels``' device);

@@ -28,14 +28,16 @@ Sigmoid classifier (C logits, no background logit)::
     p_c = sigmoid(z_c) * sigmoid(z_c + a * b_c + f_c)
 
 ``a`` (``logit_adjustment``, 1 in the paper) and ``lambda``
-(``fractal_lambda``, 2 in the paper) are plain attributes read at every call,
-so they are test-time settings: ``--cfg-options
+(``fractal_lambda``, 2 in the paper) are the loss's test-time scoring
+settings (:mod:`mmdet_longtail.models.scoring_settings`): ``--cfg-options
 model.roi_head.bbox_head.loss_cls.fractal_lambda=...`` (cascade heads:
-``model.roi_head.bbox_head.2.loss_cls...``), or set on the built loss by a
-score sweep. ``a = lambda = 0`` returns exactly the plain model's scores
-(softmax, or sigmoid with a zero background column); for the sigmoid head
-this is the plain ``sigmoid(z)``, not the product's ``sigmoid(z) ** 2`` (the
-same ranking).
+``model.roi_head.bbox_head.2.loss_cls...``), ``set_scoring_settings`` on the
+built loss, or swept from one network pass by
+``tools/analysis_tools/sweep_scoring.py --fractal-lambda ...``.
+``a = lambda = 0`` returns exactly the plain model's scores (softmax, or
+sigmoid with a zero background column); for the sigmoid head this is the
+plain ``sigmoid(z)``, not the product's ``sigmoid(z) ** 2`` (the same
+ranking).
 
 Training is unchanged: softmax cross-entropy over C + 1 columns (mmdet's
 ``CrossEntropyLoss``, so a baseline checkpoint loads as is) or, with
@@ -44,22 +46,22 @@ targets (background rows all zero) summed over classes and averaged over the
 RoIs.
 """
 import math
-from typing import Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmdet.models.losses import CrossEntropyLoss, accuracy
+from mmdet.models.losses import CrossEntropyLoss
 from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import (ClassStatistics,
                                                  StatisticsSource,
                                                  load_class_statistics)
 from mmdet_longtail.datasets.fractal_dimension import get_fractal_dimensions
-from .utils import (ClassifierInputs, ClassifierLayout, CustomClassifierMixin,
-                    foreground_accuracy, foreground_targets, reduce_roi_losses,
-                    upcast_half, with_zero_background)
+from ..scoring_settings import ScoringSettingsMixin
+from .utils import (ClassifierInputs, PlainClassifierMixin, foreground_targets,
+                    reduce_roi_losses, upcast_half, with_zero_background)
 
 OWNER = 'FRACALLoss'
 
@@ -146,7 +148,8 @@ def sigmoid_bce_loss(cls_score: Tensor, labels: Tensor,
 
 
 @MODELS.register_module()
-class FRACALLoss(CustomClassifierMixin, CrossEntropyLoss):
+class FRACALLoss(PlainClassifierMixin, ScoringSettingsMixin,
+                 CrossEntropyLoss):
     """Plain training, FRACAL scores at test time (equations in the module
     docstring).
 
@@ -176,6 +179,8 @@ class FRACALLoss(CustomClassifierMixin, CrossEntropyLoss):
             softmax head (``class_weight``, ``reduction``, ...).
     """
 
+    SCORING_SETTINGS = ('fractal_lambda', 'logit_adjustment')
+
     def __init__(self,
                  num_classes: int,
                  class_statistics: Optional[StatisticsSource] = None,
@@ -195,9 +200,6 @@ class FRACALLoss(CustomClassifierMixin, CrossEntropyLoss):
         # mmdet's CrossEntropyLoss keeps its own flag; the sigmoid head is
         # ours (C logits), so the parent stays a softmax CE
         self.use_sigmoid = bool(use_sigmoid)
-        self.fractal_lambda = check_setting(fractal_lambda, 'fractal_lambda')
-        self.logit_adjustment = check_setting(logit_adjustment,
-                                              'logit_adjustment')
         self.stats: Optional[ClassStatistics] = None
         if class_statistics is not None:
             self.stats = load_class_statistics(class_statistics,
@@ -211,17 +213,29 @@ class FRACALLoss(CustomClassifierMixin, CrossEntropyLoss):
         self._shift_key: Optional[tuple] = None
         self._shift: Optional[Tensor] = None
         # fail at build time, not at the first test image
-        if self.logit_adjustment > 0:
-            self.adjustment()
-        if self.fractal_lambda > 0:
-            self.fractal_dimensions()
+        settings = self.check_scoring_settings(
+            dict(fractal_lambda=fractal_lambda,
+                 logit_adjustment=logit_adjustment))
+        self.fractal_lambda = settings['fractal_lambda']
+        self.logit_adjustment = settings['logit_adjustment']
         width = self.cls_channels()
         self.inputs = ClassifierInputs(
             OWNER, self.num_classes, width,
             f'C={self.num_classes} sigmoid classes, no background logit'
             if self.use_sigmoid else f'C={self.num_classes} classes + '
-            f'background', hint='build the classifier through the loss '
-            '(BBoxHead uses loss_cls.get_cls_channels)')
+            f'background')
+
+    def check_scoring_settings(self, settings: Dict[str, Any]
+                               ) -> Dict[str, Any]:
+        """Finite settings >= 0; ``logit_adjustment > 0`` needs the class
+        statistics and ``fractal_lambda > 0`` the fractal dimensions."""
+        checked = {name: check_setting(settings[name], name)
+                   for name in self.SCORING_SETTINGS}
+        if checked['logit_adjustment'] > 0:
+            self.adjustment()
+        if checked['fractal_lambda'] > 0:
+            self.fractal_dimensions()
+        return checked
 
     # statistics ----------------------------------------------------------
     def _statistics(self, what: str) -> ClassStatistics:
@@ -260,8 +274,7 @@ class FRACALLoss(CustomClassifierMixin, CrossEntropyLoss):
     def logit_shift(self) -> Tensor:
         """(C,) float64 shift for the current settings (cached per
         (use_sigmoid, a, lambda); they may change between calls)."""
-        a = check_setting(self.logit_adjustment, 'logit_adjustment')
-        lam = check_setting(self.fractal_lambda, 'fractal_lambda')
+        a, lam = self.logit_adjustment, self.fractal_lambda
         key = (self.use_sigmoid, a, lam)
         if self._shift_key != key:
             b = self.adjustment() if a else np.zeros(self.num_classes)
@@ -273,37 +286,16 @@ class FRACALLoss(CustomClassifierMixin, CrossEntropyLoss):
             self._shift_key = key
         return self._shift
 
-    # mmdet's custom-classifier protocol -----------------------------------
-    def cls_channels(self) -> int:
-        """C sigmoid logits, or C + 1 softmax logits (background last)."""
-        return self.num_classes + (0 if self.use_sigmoid else 1)
-
-    def classifier_layout(self) -> ClassifierLayout:
-        """As the plain sigmoid / softmax head."""
-        if self.use_sigmoid:
-            return ClassifierLayout.sigmoid(self.num_classes)
-        return ClassifierLayout.softmax(self.num_classes)
-
+    # mmdet's custom-classifier protocol (the rest: PlainClassifierMixin) --
     def get_activation(self, cls_score: Tensor) -> Tensor:
         """FRACAL scores (N, C + 1), background last."""
         self.inputs.check_logits(cls_score)
         if not self.calibrated:
-            if self.use_sigmoid:
-                scores = torch.sigmoid(cls_score)
-                return with_zero_background(scores)
-            return F.softmax(cls_score, dim=-1)
+            return self.plain_scores(cls_score)
         logits = upcast_half(cls_score)
         if self.use_sigmoid:
             return fracal_sigmoid_scores(logits, self.logit_shift())
         return fracal_softmax_scores(logits, self.logit_shift())
-
-    def get_accuracy(self, cls_score: Tensor,
-                     labels: Tensor) -> Dict[str, Tensor]:
-        """Training accuracy on the raw logits (foreground RoIs only for
-        the sigmoid head, which has no background logit)."""
-        if self.use_sigmoid:
-            return foreground_accuracy(cls_score, labels, self.num_classes)
-        return dict(acc=accuracy(cls_score, labels))
 
     def forward(self,
                 cls_score: Tensor,

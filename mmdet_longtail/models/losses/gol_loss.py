@@ -26,7 +26,7 @@ suppress a tail class, and the background RoIs do so only with probability
 r. At test time the score of class j is ``p_j`` and a zero background column
 is appended.
 """
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -36,9 +36,8 @@ from torch import Tensor
 from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import (StatisticsSource,
                                                  load_class_statistics)
-from .utils import (ClassifierInputs, ClassifierLayout, CustomClassifierMixin,
-                    foreground_accuracy, foreground_targets, reduce_roi_losses,
-                    upcast_half, with_zero_background)
+from .utils import (SigmoidClassifierMixin, foreground_targets,
+                    reduce_roi_losses, upcast_half)
 
 # the authors' clamp of the logits before the Gumbel activation
 GUMBEL_LOGIT_RANGE = (-4.0, 10.0)
@@ -127,7 +126,7 @@ def gol_loss(cls_score: Tensor,
 
 
 @MODELS.register_module()
-class GOLoss(CustomClassifierMixin, nn.Module):
+class GOLoss(SigmoidClassifierMixin, nn.Module):
     """Gumbel Optimised Loss (Alexandridis et al., ECCV 2022,
     https://arxiv.org/abs/2207.10936) for RoI heads.
 
@@ -191,32 +190,12 @@ class GOLoss(CustomClassifierMixin, nn.Module):
         # derived from the dataset, so not part of checkpoints
         self.register_buffer(
             'tail_classes', torch.from_numpy(tail), persistent=False)
-        self.inputs = ClassifierInputs(
-            'GOLoss', self.num_classes, self.num_classes,
-            f'C={self.num_classes} classes, no background logit',
-            hint='build the classifier through the loss (BBoxHead uses '
-            'loss_cls.get_cls_channels)')
+        self.inputs = self.classifier_inputs('GOLoss')
 
-    def cls_channels(self) -> int:
-        """C outputs: one Gumbel logit per class, no background logit."""
-        return self.num_classes
-
-    def classifier_layout(self) -> ClassifierLayout:
-        """Class c in row c, no background row (scored like a sigmoid
-        head, one independent probability per class)."""
-        return ClassifierLayout.sigmoid(self.num_classes)
-
-    def get_activation(self, cls_score: Tensor) -> Tensor:
-        """Scores (N, C + 1): Gumbel of each class, zero background column
-        last."""
-        self.inputs.check_logits(cls_score)
-        scores = gumbel_activation(cls_score, self.logit_range)
-        return with_zero_background(scores)
-
-    def get_accuracy(self, cls_score: Tensor,
-                     labels: Tensor) -> Dict[str, Tensor]:
-        """Classification accuracy (%) of the foreground RoIs."""
-        return foreground_accuracy(cls_score, labels, self.num_classes)
+    def class_scores(self, cls_score: Tensor) -> Tensor:
+        """(N, C) Gumbel probability of each class (the background column
+        is zero, as for a sigmoid head)."""
+        return gumbel_activation(cls_score, self.logit_range)
 
     def forward(self,
                 cls_score: Tensor,

@@ -169,9 +169,7 @@ class IIFLoss(CustomClassifierMixin, nn.Module):
             'logit_weights', torch.from_numpy(weights), persistent=False)
         self.inputs = ClassifierInputs(
             'IIFLoss', self.num_classes, self.num_classes + 1,
-            f'C={self.num_classes} classes + background last',
-            hint='build the classifier through the loss (BBoxHead uses '
-            'loss_cls.get_cls_channels)')
+            f'C={self.num_classes} classes + background last')
 
     def cls_channels(self) -> int:
         """C + 1 outputs, as a plain softmax head."""

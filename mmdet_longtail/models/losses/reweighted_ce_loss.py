@@ -45,7 +45,7 @@ epoch (or iteration) before each one, so it is a pure function of the
 training progress and a resumed run needs no extra state.
 """
 import math
-from typing import Dict, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -54,13 +54,12 @@ import torch.nn.functional as F
 from mmengine.logging import print_log
 from torch import Tensor
 
-from mmdet.models.losses import accuracy, weight_reduce_loss
+from mmdet.models.losses import weight_reduce_loss
 from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import (StatisticsSource,
                                                  load_class_statistics)
-from .utils import (ClassifierInputs, ClassifierLayout,
-                    CustomClassifierMixin, foreground_accuracy,
-                    foreground_targets, upcast_half, with_zero_background)
+from .utils import (ClassifierInputs, PlainClassifierMixin, foreground_targets,
+                    upcast_half)
 
 WEIGHTINGS = ('class_balanced', 'cost_sensitive')
 
@@ -143,7 +142,7 @@ def reweighted_cross_entropy(cls_score: Tensor,
 
 
 @MODELS.register_module()
-class ReweightedCrossEntropyLoss(CustomClassifierMixin, nn.Module):
+class ReweightedCrossEntropyLoss(PlainClassifierMixin, nn.Module):
     """Class-balanced (Cui et al., CVPR 2019) or cost-sensitive re-weighted
     cross-entropy for RoI heads, softmax or sigmoid (see the module
     docstring for the equations).
@@ -216,9 +215,7 @@ class ReweightedCrossEntropyLoss(CustomClassifierMixin, nn.Module):
             'ReweightedCrossEntropyLoss', self.num_classes, columns,
             f'C={self.num_classes} sigmoid logits, no background logit'
             if self.use_sigmoid else
-            f'C + 1 = {columns} softmax logits, background last',
-            hint='build the classifier through the loss (BBoxHead uses '
-            'loss_cls.get_cls_channels)')
+            f'C + 1 = {columns} softmax logits, background last')
 
     def _log_weights(self, source: str) -> None:
         weights = self.class_weight[:-1].numpy()
@@ -238,31 +235,6 @@ class ReweightedCrossEntropyLoss(CustomClassifierMixin, nn.Module):
             f'1; weights by label: '
             f'{np.array2string(weights, precision=4, threshold=20)}',
             logger='current')
-
-    def cls_channels(self) -> int:
-        """C sigmoid outputs, or C + 1 softmax outputs."""
-        return self.num_classes + (0 if self.use_sigmoid else 1)
-
-    def classifier_layout(self) -> ClassifierLayout:
-        """Class c in row c; the softmax classifier's background last."""
-        if self.use_sigmoid:
-            return ClassifierLayout.sigmoid(self.num_classes)
-        return ClassifierLayout.softmax(self.num_classes)
-
-    def get_activation(self, cls_score: Tensor) -> Tensor:
-        """Scores (N, C + 1), background last: softmax, or sigmoid with a
-        zero background column."""
-        if not self.use_sigmoid:
-            return F.softmax(cls_score, dim=-1)
-        return with_zero_background(torch.sigmoid(cls_score))
-
-    def get_accuracy(self, cls_score: Tensor,
-                     labels: Tensor) -> Dict[str, Tensor]:
-        """Accuracy (%) of all RoIs (softmax, as mmdet logs it for CE) or of
-        the foreground RoIs (sigmoid)."""
-        if not self.use_sigmoid:
-            return dict(acc=accuracy(cls_score, labels))
-        return foreground_accuracy(cls_score, labels, self.num_classes)
 
     def roi_weights(self, labels: Tensor,
                     label_weights: Optional[Tensor] = None) -> Tensor:

@@ -7,7 +7,6 @@ import os.path as osp
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 

@@ -17,6 +17,7 @@ from mmdet_longtail.datasets.fractal_dimension import (
     box_counting_dimension, class_box_counts, class_fractal_dimensions,
     get_fractal_dimensions)
 from mmdet_longtail.models.losses.fracal_loss import FRACALLoss
+from mmdet_longtail.models.scoring_settings import ScoringSettingsMixin
 
 
 def ls_slope(x, y) -> float:
@@ -195,9 +196,9 @@ def test_zero_settings_give_the_plain_scores(use_sigmoid):
     loss = fracal(use_sigmoid=use_sigmoid)
     z = 3 * torch.randn(6, 3 if use_sigmoid else 4)
     calibrated = loss.get_activation(z)
-    # test-time settings are plain attributes (like NorCal's gamma)
-    loss.fractal_lambda = 0
-    loss.logit_adjustment = 0
+    # test-time scoring settings, changed on the built loss
+    assert isinstance(loss, ScoringSettingsMixin)
+    loss.set_scoring_settings(fractal_lambda=0, logit_adjustment=0)
     plain = loss.get_activation(z)
     if use_sigmoid:
         expected = torch.cat([z.sigmoid(), torch.zeros(6, 1)], 1)
@@ -205,8 +206,24 @@ def test_zero_settings_give_the_plain_scores(use_sigmoid):
         expected = F.softmax(z, -1)
     assert torch.equal(plain, expected)
     assert not torch.allclose(calibrated, plain)
-    loss.fractal_lambda, loss.logit_adjustment = 2.0, 1.0
+    loss.set_scoring_settings(fractal_lambda=2.0, logit_adjustment=1.0)
     torch.testing.assert_close(loss.get_activation(z), calibrated)
+
+
+def test_scoring_settings_are_validated_together():
+    loss = FRACALLoss(num_classes=3, fractal_lambda=0, logit_adjustment=0)
+    assert loss.scoring_settings() == dict(fractal_lambda=0.0,
+                                           logit_adjustment=0.0)
+    # nothing to calibrate with: a clear error, and nothing changes
+    with pytest.raises(ValueError, match='class_statistics'):
+        loss.set_scoring_settings(logit_adjustment=1.0)
+    with pytest.raises(ValueError, match='fractal_lambda must be a finite'):
+        loss.set_scoring_settings(fractal_lambda=-1)
+    assert loss.scoring_settings() == dict(fractal_lambda=0.0,
+                                           logit_adjustment=0.0)
+    loss = fracal()
+    with pytest.raises(KeyError, match='no scoring setting'):
+        loss.set_scoring_settings(gamma=1.0)
 
 
 def test_trains_as_the_plain_model():
@@ -318,8 +335,7 @@ def test_bad_input_rejected():
         loss.get_activation(torch.tensor([[0., float('nan'), 0., 0.]]))
     with pytest.raises(ValueError, match=r'labels must lie in \[0, 3\]'):
         loss(torch.zeros(1, 4), torch.tensor([5]))
-    loss.logit_adjustment = float('inf')  # a bad test-time setting
     with pytest.raises(ValueError, match='logit_adjustment must be'):
-        loss.get_activation(torch.zeros(1, 4))
+        loss.set_scoring_settings(logit_adjustment=float('inf'))
     with pytest.raises(ValueError, match=r'centres must be finite'):
         box_counting_dimension(np.array([[0.5, 1.5]]))

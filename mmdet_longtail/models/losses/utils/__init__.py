@@ -7,15 +7,18 @@ other."""
 from .custom_classifier import ClassifierLayout, CustomClassifierMixin
 from .gradient_statistics import GradientStatistics
 from .inputs import ClassifierInputs
+from .plain_classifier import PlainClassifierMixin
 from .precision import upcast_half
 from .reduction import check_reduction, reduce_roi_losses
 from .sampling import SeededSampling, sampling_rng
-from .sigmoid_classifier import (foreground_accuracy, foreground_targets,
-                                 with_zero_background)
+from .sigmoid_classifier import (ObjectnessClassifierMixin,
+                                 SigmoidClassifierMixin, foreground_accuracy,
+                                 foreground_targets, with_zero_background)
 
 __all__ = [
     'ClassifierInputs', 'ClassifierLayout', 'CustomClassifierMixin',
-    'GradientStatistics', 'SeededSampling', 'check_reduction',
+    'GradientStatistics', 'ObjectnessClassifierMixin', 'PlainClassifierMixin',
+    'SeededSampling', 'SigmoidClassifierMixin', 'check_reduction',
     'foreground_accuracy', 'foreground_targets', 'reduce_roi_losses',
     'sampling_rng', 'upcast_half', 'with_zero_background'
 ]

@@ -13,6 +13,11 @@ from torch import Tensor
 
 from .reduction import check_reduction
 
+#: the usual cause of a wrong number of logits: a classifier not sized by
+#: the loss (mmdet's custom-classifier protocol)
+SIZED_BY_THE_LOSS = ('build the classifier through the loss (BBoxHead uses '
+                     'loss_cls.get_cls_channels)')
+
 
 @dataclass(frozen=True)
 class ClassifierInputs:
@@ -26,7 +31,7 @@ class ClassifierInputs:
         layout (str): what the K logits are, for the shape message, e.g.
             ``'C=3 classes, no background logit'``.
         hint (str): how to fix a wrong number of logits, appended to the
-            shape message. Defaults to ''.
+            shape message. Defaults to :data:`SIZED_BY_THE_LOSS`.
         weights_per_logit (bool): ``label_weights`` may also hold one weight
             per logit (N x K), not only one per row. Defaults to False.
     """
@@ -34,7 +39,7 @@ class ClassifierInputs:
     num_classes: int
     num_columns: int
     layout: str
-    hint: str = ''
+    hint: str = SIZED_BY_THE_LOSS
     weights_per_logit: bool = False
 
     def check_logits(self, cls_score: Tensor) -> None:

@@ -1,0 +1,50 @@
+"""The custom-classifier protocol of a plain classifier, for losses that
+change the training or the scores but keep the classifier of mmdet's
+heads: C + 1 softmax logits (background last) or, with ``use_sigmoid``, C
+sigmoid logits and no background logit."""
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mmdet.models.losses import accuracy
+from .custom_classifier import ClassifierLayout, CustomClassifierMixin
+from .sigmoid_classifier import foreground_accuracy, with_zero_background
+
+
+class PlainClassifierMixin(CustomClassifierMixin):
+    """C + 1 softmax outputs, or C sigmoid outputs when ``use_sigmoid``;
+    scored by :meth:`plain_scores` unless the loss overrides
+    :meth:`get_activation`."""
+
+    use_sigmoid: bool
+
+    def cls_channels(self) -> int:
+        """C sigmoid logits, or C + 1 softmax logits (background last)."""
+        return self.num_classes + (0 if self.use_sigmoid else 1)
+
+    def classifier_layout(self) -> ClassifierLayout:
+        """As mmdet's plain sigmoid / softmax head."""
+        if self.use_sigmoid:
+            return ClassifierLayout.sigmoid(self.num_classes)
+        return ClassifierLayout.softmax(self.num_classes)
+
+    def plain_scores(self, cls_score: Tensor) -> Tensor:
+        """Scores (N, C + 1), background last: the softmax, or the sigmoid
+        with a zero background column."""
+        if self.use_sigmoid:
+            return with_zero_background(torch.sigmoid(cls_score))
+        return F.softmax(cls_score, dim=-1)
+
+    def get_activation(self, cls_score: Tensor) -> Tensor:
+        """:meth:`plain_scores`."""
+        return self.plain_scores(cls_score)
+
+    def get_accuracy(self, cls_score: Tensor,
+                     labels: Tensor) -> Dict[str, Tensor]:
+        """Accuracy (%) of all RoIs (softmax, as mmdet logs it for CE) or of
+        the foreground RoIs (sigmoid, which has no background logit)."""
+        if self.use_sigmoid:
+            return foreground_accuracy(cls_score, labels, self.num_classes)
+        return dict(acc=accuracy(cls_score, labels))
