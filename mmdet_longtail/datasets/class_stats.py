@@ -52,6 +52,24 @@ def frequency_letters(image_count: Sequence[int],
     return letters
 
 
+def positive_image_counts(image_count: Sequence[int], owner: str, why: str,
+                          source: str) -> np.ndarray:
+    """``image_count`` as float64 (C,) when every class is in a training
+    image; else an error naming ``owner``, ``why`` it divides by the counts
+    and the classes without one (in ``source``)."""
+    counts = np.asarray(image_count, dtype=np.float64)
+    if counts.ndim != 1:
+        raise ValueError(f'{owner}: image_count must be one number per '
+                         f'class, got shape {counts.shape}')
+    missing = np.flatnonzero(~(counts >= 1))
+    if missing.size:
+        raise ValueError(
+            f'{owner} needs a training image count >= 1 for every class '
+            f'({why}); classes (labels) {missing[:10].tolist()} have no '
+            f'training image in {source}')
+    return counts
+
+
 @dataclass(frozen=True)
 class InstanceLabels:
     """Labels of the instances of every image of a dataset, image by image.

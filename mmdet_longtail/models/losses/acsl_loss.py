@@ -43,8 +43,8 @@ from torch import Tensor
 from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import (StatisticsSource,
                                                  load_class_statistics)
-from .utils import (SeededSampling, SigmoidClassifierMixin, foreground_targets,
-                    reduce_roi_losses, upcast_half)
+from .utils import (SeededSampling, SigmoidClassifierMixin, check_num_classes,
+                    foreground_targets, reduce_roi_losses, upcast_half)
 
 ACSL_BACKGROUNDS = ('frequency_group', 'threshold', 'all')
 FREQUENCY_LETTERS = ('r', 'c', 'f')
@@ -131,9 +131,7 @@ class ACSLoss(SigmoidClassifierMixin, SeededSampling, nn.Module):
                  seed: Optional[int] = None,
                  loss_weight: float = 1.0) -> None:
         super().__init__()
-        if int(num_classes) < 1:
-            raise ValueError(f'ACSLoss: num_classes must be >= 1, got '
-                             f'{num_classes}')
+        num_classes = check_num_classes('ACSLoss', num_classes)
         score_thr = float(score_thr)
         if not 0 < score_thr < 1:
             raise ValueError(f'ACSLoss: score_thr (xi) must lie in (0, 1), '

@@ -40,8 +40,10 @@ from torch import Tensor
 
 from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import (StatisticsSource,
-                                                 load_class_statistics)
-from .utils import (ObjectnessClassifierMixin, reduce_roi_losses, upcast_half)
+                                                 load_class_statistics,
+                                                 positive_image_counts)
+from .utils import (ObjectnessClassifierMixin, check_num_classes,
+                    reduce_roi_losses, upcast_half)
 
 # the authors' empirical ratio of background to foreground RoIs
 # (Mask R-CNN on LVIS v1)
@@ -53,16 +55,9 @@ def ecm_sample_counts(image_count: Sequence[int],
                       source: str = 'counts') -> np.ndarray:
     """``n`` (C + 1,) float64: the classes' training image counts, then the
     background count ``fg_bg_ratio * sum(n)``."""
-    counts = np.asarray(image_count, dtype=np.float64)
-    if counts.ndim != 1:
-        raise ValueError(f'ECMLoss: image_count must be one number per '
-                         f'class, got shape {counts.shape}')
-    missing = np.flatnonzero(~(counts >= 1))
-    if missing.size:
-        raise ValueError(
-            f'ECMLoss needs a training image count >= 1 for every class '
-            f'(its margins are log-ratios of the counts); classes (labels) '
-            f'{missing[:10].tolist()} have no training image in {source}')
+    counts = positive_image_counts(
+        image_count, 'ECMLoss', 'its margins are log-ratios of the counts',
+        source)
     fg_bg_ratio = float(fg_bg_ratio)
     if not np.isfinite(fg_bg_ratio) or fg_bg_ratio <= 0:
         raise ValueError(f'ECMLoss: fg_bg_ratio must be a finite number > '
@@ -142,10 +137,7 @@ class ECMLoss(ObjectnessClassifierMixin, nn.Module):
                  fg_bg_ratio: float = FG_BG_RATIO,
                  loss_weight: float = 1.0) -> None:
         super().__init__()
-        if int(num_classes) < 1:
-            raise ValueError(f'ECMLoss: num_classes must be >= 1, got '
-                             f'{num_classes}')
-        self.num_classes = int(num_classes)
+        self.num_classes = check_num_classes('ECMLoss', num_classes)
         self.fg_bg_ratio = float(fg_bg_ratio)
         self.loss_weight = float(loss_weight)
         stats = load_class_statistics(class_statistics, self.num_classes,

@@ -29,8 +29,8 @@ from torch import Tensor
 from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import (StatisticsSource,
                                                  load_class_statistics)
-from .utils import (SigmoidClassifierMixin, foreground_targets,
-                    reduce_roi_losses, upcast_half)
+from .utils import (SigmoidClassifierMixin, check_num_classes,
+                    foreground_targets, reduce_roi_losses, upcast_half)
 
 
 def eql_tail_classes(image_freq: Sequence[float],
@@ -107,10 +107,7 @@ class EQLoss(SigmoidClassifierMixin, nn.Module):
                  class_statistics: Optional[StatisticsSource] = None,
                  loss_weight: float = 1.0) -> None:
         super().__init__()
-        if int(num_classes) < 1:
-            raise ValueError(f'EQLoss: num_classes must be >= 1, got '
-                             f'{num_classes}')
-        self.num_classes = int(num_classes)
+        self.num_classes = check_num_classes('EQLoss', num_classes)
         lambda_threshold = float(lambda_threshold)
         if not np.isfinite(lambda_threshold) or lambda_threshold < 0:
             raise ValueError(f'EQLoss: lambda_threshold must be a finite '

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from mmdet.registry import MODELS
 from .utils import (GradientStatistics, ObjectnessClassifierMixin,
-                    reduce_roi_losses, upcast_half)
+                    check_num_classes, reduce_roi_losses, upcast_half)
 
 # ratio before any statistics: f(100) = 1, so both weights start at 1
 INITIAL_RATIO = 100.0
@@ -131,9 +131,7 @@ class EQLv2(ObjectnessClassifierMixin, GradientStatistics, nn.Module):
                  alpha: float = 4.0,
                  loss_weight: float = 1.0) -> None:
         super().__init__()
-        if int(num_classes) < 1:
-            raise ValueError(f'EQLv2: num_classes must be >= 1, got '
-                             f'{num_classes}')
+        num_classes = check_num_classes('EQLv2', num_classes)
         for name, value in (('gamma', gamma), ('mu', mu), ('alpha', alpha),
                             ('loss_weight', loss_weight)):
             if not torch.isfinite(torch.tensor(float(value))):

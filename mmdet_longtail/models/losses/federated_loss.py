@@ -37,8 +37,8 @@ from torch import Tensor
 from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import (StatisticsSource,
                                                  load_class_statistics)
-from .utils import (SeededSampling, SigmoidClassifierMixin, foreground_targets,
-                    reduce_roi_losses, upcast_half)
+from .utils import (SeededSampling, SigmoidClassifierMixin, check_num_classes,
+                    foreground_targets, reduce_roi_losses, upcast_half)
 
 
 def federated_class_weights(image_count: Sequence[int],
@@ -150,9 +150,7 @@ class FederatedLoss(SigmoidClassifierMixin, SeededSampling, nn.Module):
                  loss_weight: float = 1.0,
                  seed: Optional[int] = None) -> None:
         super().__init__()
-        if int(num_classes) < 1:
-            raise ValueError(f'FederatedLoss: num_classes must be >= 1, got '
-                             f'{num_classes}')
+        num_classes = check_num_classes('FederatedLoss', num_classes)
         if isinstance(num_sample_classes, bool) or int(
                 num_sample_classes) != num_sample_classes or \
                 num_sample_classes < 1:

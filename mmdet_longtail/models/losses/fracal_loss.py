@@ -57,11 +57,13 @@ from mmdet.models.losses import CrossEntropyLoss
 from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import (ClassStatistics,
                                                  StatisticsSource,
-                                                 load_class_statistics)
+                                                 load_class_statistics,
+                                                 positive_image_counts)
 from mmdet_longtail.datasets.fractal_dimension import get_fractal_dimensions
 from ..scoring_settings import ScoringSettingsMixin
-from .utils import (ClassifierInputs, PlainClassifierMixin, foreground_targets,
-                    reduce_roi_losses, upcast_half, with_zero_background)
+from .utils import (ClassifierInputs, PlainClassifierMixin, check_num_classes,
+                    foreground_targets, reduce_roi_losses, upcast_half,
+                    with_zero_background)
 
 OWNER = 'FRACALLoss'
 
@@ -78,13 +80,9 @@ def check_setting(value: float, name: str) -> float:
 def fracal_logit_adjustment(image_count: Sequence[int], num_images: int,
                             source: str = 'counts') -> np.ndarray:
     """``b_c = log10(N / n_c) - log10(C)`` of every class (float64 (C,))."""
-    counts = np.asarray(image_count, dtype=np.float64)
-    bad = np.flatnonzero(~(counts >= 1))
-    if counts.ndim != 1 or bad.size:
-        raise ValueError(f'{OWNER}: the logit adjustment needs a training '
-                         f'image count >= 1 for every class; classes '
-                         f'(labels) {bad[:10].tolist()} have none in '
-                         f'{source}')
+    counts = positive_image_counts(image_count, OWNER,
+                                   'the logit adjustment log10(N / n_c)',
+                                   source)
     return np.log10(num_images / counts) - math.log10(counts.size)
 
 
@@ -193,10 +191,7 @@ class FRACALLoss(PlainClassifierMixin, ScoringSettingsMixin,
         if kwargs.get('use_mask'):
             raise ValueError(f'{OWNER}: use_mask must be False')
         super().__init__(loss_weight=loss_weight, **kwargs)
-        if int(num_classes) < 1:
-            raise ValueError(f'{OWNER}: num_classes must be >= 1, got '
-                             f'{num_classes}')
-        self.num_classes = int(num_classes)
+        self.num_classes = check_num_classes(OWNER, num_classes)
         # mmdet's CrossEntropyLoss keeps its own flag; the sigmoid head is
         # ours (C logits), so the parent stays a softmax CE
         self.use_sigmoid = bool(use_sigmoid)

@@ -36,8 +36,8 @@ from torch import Tensor
 from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import (StatisticsSource,
                                                  load_class_statistics)
-from .utils import (SigmoidClassifierMixin, foreground_targets,
-                    reduce_roi_losses, upcast_half)
+from .utils import (SigmoidClassifierMixin, check_num_classes,
+                    foreground_targets, reduce_roi_losses, upcast_half)
 
 # the authors' clamp of the logits before the Gumbel activation
 GUMBEL_LOGIT_RANGE = (-4.0, 10.0)
@@ -170,10 +170,7 @@ class GOLoss(SigmoidClassifierMixin, nn.Module):
                  logit_range: Optional[Sequence[float]] = GUMBEL_LOGIT_RANGE,
                  loss_weight: float = 1.0) -> None:
         super().__init__()
-        if int(num_classes) < 1:
-            raise ValueError(f'GOLoss: num_classes must be >= 1, got '
-                             f'{num_classes}')
-        self.num_classes = int(num_classes)
+        self.num_classes = check_num_classes('GOLoss', num_classes)
         self.drop_loss = bool(drop_loss)
         lambda_threshold = float(lambda_threshold)
         if not np.isfinite(lambda_threshold) or lambda_threshold < 0:

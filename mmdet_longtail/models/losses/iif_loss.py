@@ -36,9 +36,10 @@ from mmdet.models.losses import accuracy
 from mmdet.models.losses.utils import weight_reduce_loss
 from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import (StatisticsSource,
-                                                 load_class_statistics)
-from .utils import (ClassifierInputs, ClassifierLayout,
-                    CustomClassifierMixin, upcast_half)
+                                                 load_class_statistics,
+                                                 positive_image_counts)
+from .utils import (ClassifierInputs, ClassifierLayout, CustomClassifierMixin,
+                    check_num_classes, upcast_half)
 
 IIF_LOG_BASES = ('e', 2, 10)
 
@@ -68,16 +69,8 @@ def iif_weights(image_count: Sequence[int],
         source (str): where the counts come from, for error messages.
     """
     log_of_base = check_log_base(log_base)
-    counts = np.asarray(image_count, dtype=np.float64)
-    if counts.ndim != 1:
-        raise ValueError(f'IIFLoss: image_count must be one number per '
-                         f'class, got shape {counts.shape}')
-    missing = np.flatnonzero(~(counts >= 1))
-    if missing.size:
-        raise ValueError(
-            f'IIFLoss needs a training image count >= 1 for every class '
-            f'(w_c = log(N / n_c)); classes (labels) '
-            f'{missing[:10].tolist()} have no training image in {source}')
+    counts = positive_image_counts(image_count, 'IIFLoss',
+                                   'w_c = log(N / n_c)', source)
     too_many = np.flatnonzero(counts > num_images)
     if too_many.size:
         raise ValueError(
@@ -153,10 +146,7 @@ class IIFLoss(CustomClassifierMixin, nn.Module):
                  log_base: Union[str, float] = 'e',
                  loss_weight: float = 1.0) -> None:
         super().__init__()
-        if int(num_classes) < 1:
-            raise ValueError(f'IIFLoss: num_classes must be >= 1, got '
-                             f'{num_classes}')
-        self.num_classes = int(num_classes)
+        self.num_classes = check_num_classes('IIFLoss', num_classes)
         check_log_base(log_base)
         self.log_base = log_base
         self.loss_weight = float(loss_weight)

@@ -308,8 +308,8 @@ def test_head_scores_valid_probabilities_background_last(use_sigmoid):
 
 
 def test_bad_input_rejected():
-    with pytest.raises(ValueError, match=r'classes \(labels\) \[1\] have '
-                       r'none'):
+    with pytest.raises(ValueError, match=r'FRACALLoss needs a training image '
+                       r'count >= 1.*classes \(labels\) \[1\] have no'):
         FRACALLoss(num_classes=3, fractal_dimensions=DIMS,
                    class_statistics=dict(image_count=[2, 0, 1],
                                          num_images=3))

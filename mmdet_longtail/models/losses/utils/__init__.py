@@ -6,7 +6,7 @@ the federated loss. Method files import from here, never from each
 other."""
 from .custom_classifier import ClassifierLayout, CustomClassifierMixin
 from .gradient_statistics import GradientStatistics
-from .inputs import ClassifierInputs
+from .inputs import ClassifierInputs, check_num_classes
 from .plain_classifier import PlainClassifierMixin
 from .precision import upcast_half
 from .reduction import check_reduction, reduce_roi_losses
@@ -18,7 +18,8 @@ from .sigmoid_classifier import (ObjectnessClassifierMixin,
 __all__ = [
     'ClassifierInputs', 'ClassifierLayout', 'CustomClassifierMixin',
     'GradientStatistics', 'ObjectnessClassifierMixin', 'PlainClassifierMixin',
-    'SeededSampling', 'SigmoidClassifierMixin', 'check_reduction',
-    'foreground_accuracy', 'foreground_targets', 'reduce_roi_losses',
-    'sampling_rng', 'upcast_half', 'with_zero_background'
+    'SeededSampling', 'SigmoidClassifierMixin', 'check_num_classes',
+    'check_reduction', 'foreground_accuracy', 'foreground_targets',
+    'reduce_roi_losses', 'sampling_rng', 'upcast_half',
+    'with_zero_background'
 ]

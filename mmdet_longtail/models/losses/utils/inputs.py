@@ -19,6 +19,14 @@ SIZED_BY_THE_LOSS = ('build the classifier through the loss (BBoxHead uses '
                      'loss_cls.get_cls_channels)')
 
 
+def check_num_classes(owner: str, num_classes: int) -> int:
+    """C as an int >= 1, or an error naming the loss ``owner``."""
+    if int(num_classes) < 1:
+        raise ValueError(f'{owner}: num_classes must be >= 1, got '
+                         f'{num_classes}')
+    return int(num_classes)
+
+
 @dataclass(frozen=True)
 class ClassifierInputs:
     """What a classification loss accepts.
