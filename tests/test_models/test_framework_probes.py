@@ -45,6 +45,9 @@ CONFIGS = {
     **{(f'drs-{v}', 'mask-rcnn'):
        f'configs/drs/mask-rcnn_r18-tiny_fpn_drs-{v}_12e_synthetic-lvis.py'
        for v in ('rfs-8e-2-9', 'cas-9')},
+    # PCB (iterative RoI head, CE + pairwise term): Mask R-CNN
+    ('pcb', 'mask-rcnn'):
+    'configs/pcb/mask-rcnn_r18-tiny_fpn_pcb_12e_synthetic-lvis.py',
     **{('acsl', f): f'configs/acsl/{f}_r18-tiny_fpn_acsl_12e_synthetic-lvis.py'
        for f in ('faster-rcnn', 'mask-rcnn')},
     **{(f'augmentation-{v}', f):
@@ -196,6 +199,17 @@ def test_one_train_step_and_one_prediction(synthetic_root, monkeypatch,
         assert float(pos.sum()) > 0 and float(neg.min()) > 0
         torch.testing.assert_close(ratio,
                                    (pos / (neg + 1e-10)).clamp(0, 1))
+    if method == 'pcb':
+        # M after one step: each class with a foreground RoI has a row of
+        # its mean class probabilities (3 iterations' updates)
+        confusion = after['roi_head.bbox_head.loss_cls.confusion']
+        count = after['roi_head.bbox_head.loss_cls.class_count']
+        assert confusion.shape == (NUM_CLASSES, NUM_CLASSES)
+        seen = count > 0
+        assert bool(seen.any()) and float(count.sum()) % 3 == 0
+        torch.testing.assert_close(confusion[seen].sum(1),
+                                   torch.ones(int(seen.sum())))
+        assert bool((confusion[~seen] == 0).all())
     # the step changed the classifier
     for name, _ in classifiers(model):
         assert not torch.equal(after[name + '.weight'],

@@ -408,6 +408,11 @@ def test_through_bbox_head_with_eqlv2():
      'use_mask=True is a mask loss'),
     (dict(base_loss=dict(type='EQLv2', num_classes=4)),
      'num_classes=3 but base_loss EQLv2 has 4'),
+    (dict(base_loss=dict(type='GroupSoftmaxLoss', num_classes=C,
+                         class_statistics=dict(
+                             image_count=[1, 20, 200],
+                             instance_count=[1, 20, 200]))),
+     "GroupSoftmaxLoss has a 'bags' classifier"),
 ])
 def test_bad_arguments(kwargs, match):
     from mmdet.utils import register_all_modules
