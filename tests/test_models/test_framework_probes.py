@@ -217,6 +217,35 @@ def test_one_train_step_and_one_prediction(synthetic_root, monkeypatch,
     predict(model, test)
 
 
+def test_pcb_switched_on_changes_only_the_classification_loss(
+        synthetic_root, monkeypatch):
+    """Through the tiny Mask R-CNN: with PCB on (every class seen) the
+    classification loss of the iterative head changes, the box and mask
+    losses and the update of M do not."""
+    import copy
+    model, train, _ = build(CONFIGS['pcb', 'mask-rcnn'], synthetic_root,
+                            monkeypatch)
+    pcb = model.roi_head.bbox_head.loss_cls
+    pcb.class_count.fill_(1)
+    pcb.confusion.copy_(0.5 * torch.eye(NUM_CLASSES) + 0.5 / NUM_CLASSES)
+    switched = copy.deepcopy(model)
+    switched.roi_head.bbox_head.loss_cls.pcb_enabled = True
+    losses = []
+    for m in (model, switched):
+        seed_everything()
+        m.train()
+        losses.append(m(**batch(m, train, True), mode='loss'))
+    off, on = losses
+    assert set(off) == set(on)
+    assert float(on['loss_cls']) != float(off['loss_cls'])
+    for key in ('loss_bbox', 'loss_mask', 'loss_rpn_cls'):
+        value = off[key][0] if isinstance(off[key], list) else off[key]
+        other = on[key][0] if isinstance(on[key], list) else on[key]
+        assert torch.equal(value, other), key
+    assert torch.equal(pcb.confusion,
+                       switched.roi_head.bbox_head.loss_cls.confusion)
+
+
 @pytest.mark.parametrize('method,framework',
                          [('eqlv2', 'faster-rcnn'), ('efl', 'retinanet')],
                          ids=lambda v: v)

@@ -263,7 +263,7 @@ class PCBLoss(nn.Module):
         """One moving-average step of M from the foreground RoIs of this
         call, summed over the ranks."""
         fg = labels < self.num_classes
-        probs = self.class_probabilities(cls_score[fg].detach())
+        probs = self.class_probabilities(upcast_half(cls_score[fg].detach()))
         sums = self.confusion.new_zeros(self.num_classes,
                                         self.num_classes + 1)
         rows = labels[fg].long()
