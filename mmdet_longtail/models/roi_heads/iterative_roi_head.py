@@ -1,10 +1,10 @@
 """``IterativeRoIHead``: the iterative learning of PCB.
 
 He et al., "Relieving Long-tailed Instance Segmentation via Pairwise Class
-Balance", CVPR 2022 (https://arxiv.org/abs/2201.02784), Sec. 3.3 and
-Fig. 2: the one box head (shared weights) predicts K times on the same RoIs
-and targets. After iteration k its predictions re-modulate the RoI features
-for iteration k + 1::
+Balance", CVPR 2022 (https://arxiv.org/abs/2201.02784), Fig. 2: the one
+box head (shared weights) predicts K times on the same RoIs and targets.
+After iteration k its predictions re-modulate the RoI features for
+iteration k + 1::
 
     F_{k+1} = F_k * g_loc(t_k) + g_cls(s_k)
 
