@@ -61,6 +61,17 @@ METHOD_KEYS: Dict[str, List[str]] = {
     'acsl': [f'{HEADS}.loss_cls', f'{HEADS}.init_cfg'],
     # the training set wrapped in MultiImageMixDataset (CopyPaste / MixUp)
     'augmentation': ['train_dataloader.dataset'],
+    # the iterative RoI head, the PCB loss around the base method's loss
+    # (with what that needs: Seesaw's cosine classifier, EQLv2's prior),
+    # the switch hook
+    'pcb': [
+        'model.roi_head.type', 'model.roi_head.num_iterations',
+        'model.roi_head.iteration_loss_weights',
+        'model.roi_head.regression_iteration', 'model.roi_head.mlp_layers',
+        'model.roi_head.mlp_hidden', 'model.roi_head.use_layer_norm',
+        f'{HEADS}.loss_cls', f'{HEADS}.cls_predictor_cfg',
+        f'{HEADS}.init_cfg', 'custom_hooks'
+    ],
 }
 # Recipe variants, recognised by a token of the config name, may also
 # change these keys.

@@ -1,8 +1,10 @@
 """Deferred schedules through mmengine's Runner, in process: DRS
 (``DeferredSampler``, uniform then RFS) lists the uniform epochs, then the
 target sampler's; DRW (``DeferredReweightingHook``) switches the loss's
-weights on at the epoch / iteration; both resume exactly at the switch epoch
-and one epoch after it (same images, same weights)."""
+weights on at the epoch / iteration; PCB (``DeferredSwitchHook`` of
+``PCBLoss.pcb_enabled``) switches the pairwise term on; all resume exactly
+at the switch epoch and one epoch after it (same images, same weights, same
+confusion matrix)."""
 import glob
 import os.path as osp
 
@@ -16,7 +18,9 @@ from mmengine.runner import Runner
 
 from mmdet_longtail.datasets.samplers.deferred_sampler import DeferredSampler
 from mmdet_longtail.datasets.samplers.rfs_sampler import RFSSampler
-from mmdet_longtail.engine.hooks import DeferredReweightingHook
+from mmdet_longtail.engine.hooks import (DeferredReweightingHook,
+                                         DeferredSwitchHook)
+from mmdet_longtail.models.losses.pcb_loss import PCBLoss
 from mmdet_longtail.models.losses.reweighted_ce_loss import \
     ReweightedCrossEntropyLoss
 
@@ -27,7 +31,8 @@ EPOCHS = 4
 
 
 class Record(Hook):
-    """img_ids and the loss's ``weights_enabled`` of every iteration."""
+    """img_ids and the loss's switch (``weights_enabled`` or
+    ``pcb_enabled``) of every iteration."""
     priority = 'LOWEST'  # after DeferredReweightingHook
 
     def __init__(self) -> None:
@@ -38,17 +43,24 @@ class Record(Hook):
             s.img_id for s in data_batch['data_samples'])
         loss = getattr(runner.model, 'loss_cls', None)
         if loss is not None:
-            self.enabled[runner.iter] = loss.weights_enabled
+            self.enabled[runner.iter] = getattr(loss, 'weights_enabled',
+                                                getattr(loss, 'pcb_enabled',
+                                                        None))
 
 
 class ToyDetector(BaseModel):
-    """One (1, 4) logit row trained with a re-weighted CE, so the weights
-    change the trained parameter."""
+    """One (1, 4) logit row trained with a re-weighted CE (or CE with PCB),
+    so the weights (the pairwise term) change the trained parameter."""
 
-    def __init__(self, with_loss: bool = False) -> None:
+    def __init__(self, with_loss: bool = False, pcb: bool = False) -> None:
         super().__init__()
         self.logits = torch.nn.Parameter(torch.zeros(1, 4))
-        if with_loss:
+        self.labels = torch.tensor([0, 0, 1, 2] if pcb else [0, 0, 1, 3])
+        if pcb:
+            self.loss_cls = PCBLoss(
+                base_loss=dict(type='CrossEntropyLoss'), num_classes=3,
+                alpha=0.4, momentum=0.5)
+        elif with_loss:
             self.loss_cls = ReweightedCrossEntropyLoss(
                 num_classes=3, beta=0.9,
                 class_statistics=dict(image_count=[1, 2, 3],
@@ -57,7 +69,7 @@ class ToyDetector(BaseModel):
 
     def forward(self, inputs, data_samples=None, mode='loss'):
         # unbalanced labels, so that the class weights move the logits
-        labels = torch.tensor([0, 0, 1, 3])[torch.arange(len(inputs)) % 4]
+        labels = self.labels[torch.arange(len(inputs)) % 4]
         scores = self.logits.expand(len(inputs), 4)
         if hasattr(self, 'loss_cls'):
             return dict(loss=self.loss_cls(scores, labels))
@@ -65,7 +77,7 @@ class ToyDetector(BaseModel):
 
 
 def run(synthetic_root, work_dir, max_epochs, monkeypatch, name,
-        resume=False, drw=None, drs=True):
+        resume=False, drw=None, drs=True, pcb=None):
     monkeypatch.setenv('MMLT_SYNTHETIC_ROOT', synthetic_root)
     cfg = Config.fromfile(DRS_CONFIG)
     cfg.merge_from_dict({
@@ -81,9 +93,9 @@ def run(synthetic_root, work_dir, max_epochs, monkeypatch, name,
     if not drs:
         cfg.train_dataloader.sampler = dict(type='DefaultSampler',
                                             shuffle=True)
-    hooks = [Record()] + ([drw] if drw else [])
+    hooks = [Record()] + ([drw] if drw else []) + ([pcb] if pcb else [])
     runner = Runner(
-        model=ToyDetector(with_loss=drw is not None),
+        model=ToyDetector(with_loss=drw is not None, pcb=pcb is not None),
         work_dir=work_dir,
         experiment_name=name,
         train_dataloader=cfg.train_dataloader,
@@ -175,6 +187,48 @@ def test_drw_switches_at_the_epoch_and_resumes(synthetic_root, tmp_path,
                                    atol=0)
 
 
+def test_pcb_switches_at_the_epoch_and_resumes(synthetic_root, tmp_path,
+                                               monkeypatch):
+    hook = dict(type='DeferredSwitchHook', attribute='pcb_enabled',
+                switch_epoch=SWITCH)
+    a = str(tmp_path / 'a')
+    straight, rec = run(synthetic_root, a, EPOCHS, monkeypatch,
+                        'pcb_straight', drs=False, pcb=hook)
+    iters_per_epoch = len(straight.train_dataloader)
+    assert rec.enabled == {
+        i: i >= SWITCH * iters_per_epoch
+        for i in range(EPOCHS * iters_per_epoch)
+    }
+    state = ('logits', 'loss_cls.confusion', 'loss_cls.class_count')
+    # the pairwise term changes the training after the switch, not before
+    never = str(tmp_path / 'never')
+    run(synthetic_root, never, EPOCHS, monkeypatch, 'pcb_never', drs=False,
+        pcb=dict(hook, switch_epoch=EPOCHS))
+    assert not torch.equal(checkpoint(a, EPOCHS)['logits'],
+                           checkpoint(never, EPOCHS)['logits'])
+    for name in state:
+        assert torch.equal(checkpoint(a, SWITCH)[name],
+                           checkpoint(never, SWITCH)[name]), name
+    log = open(glob.glob(osp.join(a, '*', '*.log'))[0]).read()
+    assert f'pcb_enabled on from epoch {SWITCH}' in log
+    # resumed at the switch and one epoch after: the same phases, weights
+    # and confusion matrix as the run that never stopped
+    for stop in (SWITCH, SWITCH + 1):
+        work_dir = str(tmp_path / f'stop{stop}')
+        run(synthetic_root, work_dir, stop, monkeypatch, f'pcb_first{stop}',
+            drs=False, pcb=hook)
+        _, resumed = run(synthetic_root, work_dir, EPOCHS, monkeypatch,
+                         f'pcb_resumed{stop}', resume=True, drs=False,
+                         pcb=hook)
+        assert resumed.enabled == {
+            i: rec.enabled[i]
+            for i in range(stop * iters_per_epoch, EPOCHS * iters_per_epoch)
+        }
+        for name in state:
+            assert torch.equal(checkpoint(work_dir, EPOCHS)[name],
+                               checkpoint(a, EPOCHS)[name]), name
+
+
 def test_drw_by_iteration(synthetic_root, tmp_path, monkeypatch):
     hook = dict(type='DeferredReweightingHook', switch_iter=5)
     _, rec = run(synthetic_root, str(tmp_path / 'a'), 2, monkeypatch,
@@ -202,6 +256,25 @@ def test_drw_hook_needs_a_reweighted_loss():
 
     with pytest.raises(ValueError, match='no loss with a weights_enabled'):
         DeferredReweightingHook(switch_epoch=1).before_train(FakeRunner())
+
+
+def test_switch_hook_bad_arguments_and_models():
+    with pytest.raises(ValueError, match='DeferredSwitchHook: attribute '
+                       "must be an attribute name, got 'pcb enabled'"):
+        DeferredSwitchHook('pcb enabled', switch_epoch=1)
+    with pytest.raises(ValueError, match='DeferredSwitchHook: give exactly '
+                       'one of switch_epoch'):
+        DeferredSwitchHook('pcb_enabled')
+
+    class FakeRunner:
+        model = torch.nn.Linear(2, 2)
+        epoch = 0
+        iter = 0
+
+    with pytest.raises(ValueError, match='no loss with a pcb_enabled '
+                       "switch; .*type='PCBLoss'"):
+        DeferredSwitchHook('pcb_enabled',
+                           switch_epoch=1).before_train(FakeRunner())
 
 
 def test_deferred_sampler_bad_arguments(synthetic_root):

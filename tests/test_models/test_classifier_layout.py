@@ -95,10 +95,19 @@ SEESAW = ClassifierLayout(
               class_statistics=ClassStatistics.from_counts([1, 2, 3, 4, 5])),
          SIGMOID),
         (dict(type='ACSLoss', num_classes=C, background='all'), SIGMOID),
+        # PCB keeps its base loss's classifier
+        (dict(type='PCBLoss', num_classes=C,
+              base_loss=dict(type='CrossEntropyLoss')), SOFTMAX),
+        (dict(type='PCBLoss', num_classes=C,
+              base_loss=dict(type='SeesawLoss', num_classes=C)), SEESAW),
+        (dict(type='PCBLoss', num_classes=C,
+              base_loss=dict(type='EQLv2', num_classes=C)),
+         SIGMOID_WITH_BACKGROUND),
     ],
     ids=['softmax', 'sigmoid-ce', 'eql', 'eqlv2', 'norcal', 'bags',
          'seesaw', 'federated', 'fracal', 'fracal-sigmoid', 'iif', 'ecm',
-         'gol', 'reweighted-ce', 'reweighted-sigmoid', 'acsl'])
+         'gol', 'reweighted-ce', 'reweighted-sigmoid', 'acsl', 'pcb-ce',
+         'pcb-seesaw', 'pcb-eqlv2'])
 def test_box_head_layouts_by_hand(loss_cls, expected):
     head = box_head(loss_cls)
     layout = classifier_layout(head)

@@ -45,6 +45,9 @@ CONFIGS = {
     **{(f'drs-{v}', 'mask-rcnn'):
        f'configs/drs/mask-rcnn_r18-tiny_fpn_drs-{v}_12e_synthetic-lvis.py'
        for v in ('rfs-8e-2-9', 'cas-9')},
+    # PCB (iterative RoI head, CE + pairwise term): Mask R-CNN
+    ('pcb', 'mask-rcnn'):
+    'configs/pcb/mask-rcnn_r18-tiny_fpn_pcb_12e_synthetic-lvis.py',
     **{('acsl', f): f'configs/acsl/{f}_r18-tiny_fpn_acsl_12e_synthetic-lvis.py'
        for f in ('faster-rcnn', 'mask-rcnn')},
     **{(f'augmentation-{v}', f):
@@ -196,11 +199,51 @@ def test_one_train_step_and_one_prediction(synthetic_root, monkeypatch,
         assert float(pos.sum()) > 0 and float(neg.min()) > 0
         torch.testing.assert_close(ratio,
                                    (pos / (neg + 1e-10)).clamp(0, 1))
+    if method == 'pcb':
+        # M after one step: each class with a foreground RoI has a row of
+        # its mean class probabilities (3 iterations' updates)
+        confusion = after['roi_head.bbox_head.loss_cls.confusion']
+        count = after['roi_head.bbox_head.loss_cls.class_count']
+        assert confusion.shape == (NUM_CLASSES, NUM_CLASSES)
+        seen = count > 0
+        assert bool(seen.any()) and float(count.sum()) % 3 == 0
+        torch.testing.assert_close(confusion[seen].sum(1),
+                                   torch.ones(int(seen.sum())))
+        assert bool((confusion[~seen] == 0).all())
     # the step changed the classifier
     for name, _ in classifiers(model):
         assert not torch.equal(after[name + '.weight'],
                                state[name + '.weight']), name
     predict(model, test)
+
+
+def test_pcb_switched_on_changes_only_the_classification_loss(
+        synthetic_root, monkeypatch):
+    """Through the tiny Mask R-CNN: with PCB on (every class seen) the
+    classification loss of the iterative head changes, the box and mask
+    losses and the update of M do not."""
+    import copy
+    model, train, _ = build(CONFIGS['pcb', 'mask-rcnn'], synthetic_root,
+                            monkeypatch)
+    pcb = model.roi_head.bbox_head.loss_cls
+    pcb.class_count.fill_(1)
+    pcb.confusion.copy_(0.5 * torch.eye(NUM_CLASSES) + 0.5 / NUM_CLASSES)
+    switched = copy.deepcopy(model)
+    switched.roi_head.bbox_head.loss_cls.pcb_enabled = True
+    losses = []
+    for m in (model, switched):
+        seed_everything()
+        m.train()
+        losses.append(m(**batch(m, train, True), mode='loss'))
+    off, on = losses
+    assert set(off) == set(on)
+    assert float(on['loss_cls']) != float(off['loss_cls'])
+    for key in ('loss_bbox', 'loss_mask', 'loss_rpn_cls'):
+        value = off[key][0] if isinstance(off[key], list) else off[key]
+        other = on[key][0] if isinstance(on[key], list) else on[key]
+        assert torch.equal(value, other), key
+    assert torch.equal(pcb.confusion,
+                       switched.roi_head.bbox_head.loss_cls.confusion)
 
 
 @pytest.mark.parametrize('method,framework',

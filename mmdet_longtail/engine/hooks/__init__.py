@@ -1,4 +1,5 @@
 from .deferred_reweighting_hook import DeferredReweightingHook  # noqa: F401
+from .deferred_switch_hook import DeferredSwitchHook  # noqa: F401
 from .freeze_except_hook import FreezeExceptHook  # noqa: F401
 from .num_class_check_hook import (LongTailNumClassCheckHook,
                                    check_num_classes)

@@ -1,1 +1,1 @@
-from . import bbox_heads, tde_roi_head  # noqa: F401
+from . import bbox_heads, iterative_roi_head, tde_roi_head  # noqa: F401
