@@ -85,7 +85,7 @@ def stand_in_ann_files(tmp_path_factory) -> dict:
 def shrink_sampling(cfg: Any) -> None:
     """Fewer proposals and sampled RoIs: the forward pass checks wiring, not
     accuracy, and 512 RoIs through 3 mask heads dominate the test time."""
-    limits = dict(nms_pre=200, max_per_img=50, num=32)
+    limits = dict(nms_pre=200, max_per_img=10, num=32)
     if isinstance(cfg, dict):
         for k in list(cfg):
             if k in limits and isinstance(cfg[k], int):

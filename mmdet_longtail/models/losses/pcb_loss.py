@@ -51,7 +51,7 @@ from mmdet.models.losses import CrossEntropyLoss
 from mmdet.registry import MODELS
 from mmdet_longtail.models.layers.classifier_layout import (
     ClassifierLayout, classifier_layout)
-from .utils import ClassifierInputs, upcast_half
+from .utils import ClassifierInputs, check_num_classes, upcast_half
 
 # what D and pi are, by the kind of the base loss's classifier layout
 SOFTMAX_KINDS = ('softmax', 'seesaw')
@@ -173,9 +173,6 @@ class PCBLoss(nn.Module):
                  momentum: float = 0.99,
                  pcb_enabled: bool = False) -> None:
         super().__init__()
-        if isinstance(num_classes, bool) or int(num_classes) < 1:
-            raise ValueError(f'PCBLoss: num_classes must be >= 1, got '
-                             f'{num_classes!r}')
         if not isinstance(base_loss, dict) or 'type' not in base_loss:
             raise ValueError(f'PCBLoss: base_loss must be a loss config '
                              f'with a type, got {base_loss!r}')
@@ -186,7 +183,7 @@ class PCBLoss(nn.Module):
         if not (math.isfinite(momentum) and 0 <= momentum < 1):
             raise ValueError(f'PCBLoss: momentum must lie in [0, 1), got '
                              f'{momentum}')
-        self.num_classes = int(num_classes)
+        self.num_classes = check_num_classes('PCBLoss', num_classes)
         self.alpha = alpha
         self.momentum = momentum
         self.pcb_enabled = bool(pcb_enabled)
@@ -198,9 +195,7 @@ class PCBLoss(nn.Module):
         self.register_buffer('class_count', torch.zeros(self.num_classes))
         self.inputs = ClassifierInputs(
             'PCBLoss', self.num_classes, self.layout.num_rows,
-            self.layout.summary(),
-            hint='build the classifier through the loss (BBoxHead uses '
-            'loss_cls.get_cls_channels)')
+            self.layout.summary())
         self._warned_unseen = False
 
     # -- the base loss's classifier protocol ---------------------------------
