@@ -96,7 +96,7 @@ def test_quick_benchmark(synthetic_root, run_tool, tmp_path, monkeypatch):
     train_log = work / method.stem / 'benchmark_train.log'
     trained_at = train_log.stat().st_mtime_ns
     monkeypatch.setenv('MMLT_SYNTHETIC_ROOT', synthetic_root)
-    again = tmp_path / 'again.md'
+    again = tmp_path / 'docs' / 'again.md'  # links relative to docs/
     assert synthetic_lt.main(cmd[2:cmd.index('--out')] + [
         '--out', str(again), '--reuse', '--cfg-options',
         'train_dataloader.batch_size=4', 'test_dataloader.batch_size=4'
