@@ -50,7 +50,8 @@ def test_quick_benchmark(synthetic_root, run_tool, tmp_path, monkeypatch):
            '--configs', str(method), str(magic), '--epochs', '1',
            '--data-root', synthetic_root, '--work-root', str(work), '--out',
            str(out), '--cfg-options', 'train_dataloader.batch_size=4',
-           'test_dataloader.batch_size=4']
+           'test_dataloader.batch_size=4',
+           'train_dataloader.dataset.indices=8']
     proc = subprocess.run(cmd, cwd=REPO_ROOT, env=run_tool.env(),
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, timeout=900)
@@ -99,7 +100,8 @@ def test_quick_benchmark(synthetic_root, run_tool, tmp_path, monkeypatch):
     again = tmp_path / 'docs' / 'again.md'  # links relative to docs/
     assert synthetic_lt.main(cmd[2:cmd.index('--out')] + [
         '--out', str(again), '--reuse', '--cfg-options',
-        'train_dataloader.batch_size=4', 'test_dataloader.batch_size=4'
+        'train_dataloader.batch_size=4', 'test_dataloader.batch_size=4',
+        'train_dataloader.dataset.indices=8'
     ]) == 0
     assert train_log.stat().st_mtime_ns == trained_at
     rows = [line for line in again.read_text().splitlines()
