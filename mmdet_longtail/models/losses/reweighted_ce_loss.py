@@ -58,8 +58,8 @@ from mmdet.models.losses import weight_reduce_loss
 from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import (StatisticsSource,
                                                  load_class_statistics)
-from .utils import (ClassifierInputs, PlainClassifierMixin, foreground_targets,
-                    upcast_half)
+from .utils import (ClassifierInputs, PlainClassifierMixin, check_num_classes,
+                    foreground_targets, upcast_half)
 
 WEIGHTINGS = ('class_balanced', 'cost_sensitive')
 
@@ -185,13 +185,11 @@ class ReweightedCrossEntropyLoss(PlainClassifierMixin, nn.Module):
                  weights_enabled: bool = True,
                  loss_weight: float = 1.0) -> None:
         super().__init__()
-        if int(num_classes) < 1:
-            raise ValueError(f'ReweightedCrossEntropyLoss: num_classes must '
-                             f'be >= 1, got {num_classes}')
         if weighting not in WEIGHTINGS:
             raise ValueError(f'ReweightedCrossEntropyLoss: weighting must be '
                              f'one of {WEIGHTINGS}, got {weighting!r}')
-        self.num_classes = int(num_classes)
+        self.num_classes = check_num_classes('ReweightedCrossEntropyLoss',
+                                             num_classes)
         self.weighting = weighting
         self.beta = check_beta(beta)
         self.use_sigmoid = bool(use_sigmoid)
