@@ -480,11 +480,17 @@ def load_lvis_json(ann_file: str) -> dict:
         raise ValueError(f'{ann_file} is not valid JSON: {e}') from e
 
 
-def get_class_statistics(ann_file: str) -> ClassStatistics:
+def get_class_statistics(ann_file: str,
+                         ann: Optional[dict] = None) -> ClassStatistics:
     """Statistics of an LVIS (v0.5 or v1) annotation file, cached.
 
     The cache key includes the file size and modification time, so a
     regenerated file is read again.
+
+    Args:
+        ann_file (str): path of the annotation file.
+        ann (dict, optional): its parsed content, when the caller has read
+            the file already (the LVIS datasets), so that it is parsed once.
     """
     path = osp.realpath(ann_file)
     if not osp.isfile(path):
@@ -493,7 +499,7 @@ def get_class_statistics(ann_file: str) -> ClassStatistics:
     key = (path, st.st_size, st.st_mtime_ns)
     if key not in _CACHE:
         stats = ClassStatistics.from_lvis_dict(
-            load_lvis_json(path), source=ann_file)
+            load_lvis_json(path) if ann is None else ann, source=ann_file)
         # every caller shares the cached arrays: an in-place edit by one
         # component must fail instead of changing the others' statistics
         stats.image_count.setflags(write=False)

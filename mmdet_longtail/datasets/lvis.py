@@ -9,17 +9,18 @@ input are generic. These subclasses change only that:
   ``metainfo=dict(classes=...)`` is given, it must match the file;
 * each ``data_info`` keeps ``neg_category_ids`` and
   ``not_exhaustive_category_ids``;
-* the file is checked by the one reader (``get_class_statistics``): a
-  malformed entry, a missing file, a file without ``categories`` and an
+* the file is parsed once, and checked by the one reader
+  (``get_class_statistics``): a malformed entry, a missing file, a file without ``categories`` and an
   image listed but missing on disk raise errors that name the file, field and
   value; entries mmdet's loader skips are counted in one warning.
 """
 import os.path as osp
+from collections import defaultdict
 from typing import List
 
 from mmdet.datasets import LVISV05Dataset, LVISV1Dataset
 from mmdet.registry import DATASETS
-from .class_stats import get_class_statistics
+from .class_stats import get_class_statistics, load_lvis_json
 
 
 class _LongTailLVISMixin:
@@ -30,29 +31,32 @@ class _LongTailLVISMixin:
         super().__init__(*args, **kwargs)
 
     def load_data_list(self) -> List[dict]:
+        """mmdet's LVIS data list, built from the file parsed once (mmdet's
+        own ``load_data_list`` parses it again through lvis-api)."""
         if not osp.isfile(self.ann_file):
             raise FileNotFoundError(
                 f'{type(self).__name__}: annotation file not found: '
                 f'{self.ann_file} (see data/README.md for the layout)')
+        ann = load_lvis_json(self.ann_file)
         # the one reader checks the file (once per process) and names the
         # file, entry, field and value of a malformed entry
-        get_class_statistics(self.ann_file)
-        self._file_classes = None
-        try:
-            data_list = super().load_data_list()
-        except KeyError as e:
-            # lvis-api indexes 'images', 'annotations' and 'categories'
-            raise ValueError(f'{self.ann_file}: field {e} is missing') from e
-        if not self._file_classes:
-            raise ValueError(f"{self.ann_file}: field 'categories' is empty "
-                             f"or no image is listed in 'images'")
-        given = self._metainfo.get('classes')
-        if self._metainfo_from_user and tuple(given) != self._file_classes:
-            raise ValueError(
-                f'{self.ann_file}: metainfo classes ({len(given)} names) do '
-                f"not match the file's 'categories' "
-                f'({len(self._file_classes)} names)')
-        self._metainfo['classes'] = self._file_classes
+        get_class_statistics(self.ann_file, ann)
+        self._set_classes(ann['categories'])
+        # the index lvis-api builds: annotations per image and image ids
+        # per category (one per annotation), both in file order
+        anns_of_image = defaultdict(list)
+        self.cat_img_map = defaultdict(list)
+        for item in ann['annotations']:
+            anns_of_image[item['image_id']].append(item)
+            self.cat_img_map[item['category_id']].append(item['image_id'])
+        data_list = []
+        for img in ann['images']:
+            raw_img_info = dict(
+                img, img_id=img['id'], file_name=self.image_file(img))
+            data_list.append(
+                self.parse_data_info(
+                    dict(raw_ann_info=anns_of_image[img['id']],
+                         raw_img_info=raw_img_info)))
         if self.check_images:
             for info in data_list:
                 if not osp.isfile(info['img_path']):
@@ -61,11 +65,33 @@ class _LongTailLVISMixin:
                         f'listed but its file is missing: {info["img_path"]}')
         return data_list
 
+    def _set_classes(self, categories: List[dict]) -> None:
+        """Labels in the file's category order, as mmdet's loader and
+        evaluator give them; class names from the file."""
+        self.cat_ids = [cat['id'] for cat in categories]
+        self.cat2label = {cat_id: i for i, cat_id in enumerate(self.cat_ids)}
+        file_classes = tuple(cat['name'] for cat in categories)
+        given = self._metainfo.get('classes')
+        if self._metainfo_from_user and tuple(given) != file_classes:
+            raise ValueError(
+                f'{self.ann_file}: metainfo classes ({len(given)} names) do '
+                f"not match the file's 'categories' "
+                f'({len(file_classes)} names)')
+        self._metainfo['classes'] = file_classes
+
+    def image_file(self, img: dict) -> str:
+        """The image's path under the data prefix."""
+        raise NotImplementedError
+
+    def _image_field(self, img: dict, name: str) -> str:
+        if not isinstance(img.get(name), str):
+            raise ValueError(
+                f"{self.ann_file}: the image with id {img['id']} has no "
+                f"string '{name}' (got {img.get(name)!r}); "
+                f'{type(self).__name__} finds each image through it')
+        return img[name]
+
     def parse_data_info(self, raw_data_info: dict) -> dict:
-        if self._file_classes is None:
-            # self.lvis exists only while the parent loads the file
-            self._file_classes = tuple(
-                self.lvis.cats[c]['name'] for c in self.cat_ids)
         data_info = super().parse_data_info(raw_data_info)
         img_info = raw_data_info['raw_img_info']
         data_info['neg_category_ids'] = img_info.get('neg_category_ids', [])
@@ -92,6 +118,12 @@ class LVISV1LTDataset(_LongTailLVISMixin, LVISV1Dataset):
         self._metainfo_from_user = self._user_gave_classes(metainfo)
         super().__init__(*args, metainfo=metainfo, **kwargs)
 
+    def image_file(self, img: dict) -> str:
+        # LVIS v1 names the split in coco_url, e.g.
+        # http://images.cocodataset.org/train2017/000000391895.jpg
+        return self._image_field(img, 'coco_url').replace(
+            'http://images.cocodataset.org/', '')
+
 
 @DATASETS.register_module()
 class LVISV05LTDataset(_LongTailLVISMixin, LVISV05Dataset):
@@ -106,3 +138,9 @@ class LVISV05LTDataset(_LongTailLVISMixin, LVISV05Dataset):
     def __init__(self, *args, metainfo=None, **kwargs) -> None:
         self._metainfo_from_user = self._user_gave_classes(metainfo)
         super().__init__(*args, metainfo=metainfo, **kwargs)
+
+    def image_file(self, img: dict) -> str:
+        # COCO 2014 names (COCO_train2014_000000000000.jpg) -> the 2017
+        # name (000000000000.jpg), as mmdet's LVISV05Dataset does
+        name = self._image_field(img, 'file_name')
+        return name[-16:] if name.startswith('COCO') else name

@@ -72,6 +72,13 @@ def _unique_ids(items: List[Any], field: str, source: str) -> Dict[int, Any]:
 def _check_categories(categories: List[Any], source: str) -> Dict[int, Any]:
     by_id = _unique_ids(categories, 'categories', source)
     for i, cat in enumerate(categories):
+        if i and cat['id'] < categories[i - 1]['id']:
+            # mmdet's loader and evaluator label classes in file order, the
+            # class statistics by id: the two agree only on a sorted list
+            raise ValueError(
+                f"{source}: {_entry('categories', i, cat)} follows id "
+                f"{categories[i - 1]['id']}: 'categories' must be listed in "
+                f'ascending id order')
         letter = cat.get('frequency', 'f')
         if letter not in FREQUENCY_LETTERS:
             raise ValueError(f"{source}: {_entry('categories', i, cat)}: "
