@@ -10,7 +10,7 @@ import torch
 
 from mmdet_longtail.datasets.class_stats import get_class_statistics
 from mmdet_longtail.models.losses.ecm_loss import ECMLoss, ecm_sample_counts
-from test_eql_heads import raw_head_scores, shared_2fc_head
+from heads import raw_head_scores, shared_2fc_head
 
 LN2, LN3 = math.log(2), math.log(3)
 # 3 classes in 1, 16 and 81 train images; with fg_bg_ratio = 1 the

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import build_config_model
+from heads import raw_head_scores, shared_2fc_head
 from mmdet_longtail.models.losses.eql_loss import EQLoss
 from mmdet_longtail.models.losses.eqlv2_loss import EQLv2
 
@@ -77,38 +78,6 @@ def test_config_builds_sigmoid_classifier_with_prior_bias(
     if loss == 'eql':
         # the synthetic configs' lambda: classes with image frequency < 0.08
         assert 0 < int(heads[0].loss_cls.tail_classes.sum()) < NUM_CLASSES
-
-
-def raw_head_scores(head, logits: torch.Tensor) -> torch.Tensor:
-    """Scores BBoxHead computes for the RoIs (no NMS: the aug-test path)."""
-    num_rois = logits.size(0)
-    rois = torch.cat([torch.zeros(num_rois, 1),
-                      torch.tensor([[0., 0., 8., 8.]]).repeat(num_rois, 1)],
-                     dim=1)
-    bbox_pred = torch.zeros(num_rois, 4 if head.reg_class_agnostic else 4 *
-                            head.num_classes)
-    result = head._predict_by_feat_single(
-        roi=rois,
-        cls_score=logits,
-        bbox_pred=bbox_pred,
-        img_meta=dict(img_shape=(32, 32)),
-        rescale=False,
-        rcnn_test_cfg=None)
-    return result.scores
-
-
-def shared_2fc_head(loss_cls: dict):
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-    register_all_modules()
-    return MODELS.build(
-        dict(
-            type='Shared2FCBBoxHead',
-            in_channels=4,
-            fc_out_channels=8,
-            roi_feat_size=2,
-            num_classes=3,
-            loss_cls=loss_cls))
 
 
 def test_heads_score_with_the_loss_activation():

@@ -18,6 +18,7 @@ from mmdet_longtail.datasets.fractal_dimension import (
     get_fractal_dimensions)
 from mmdet_longtail.models.losses.fracal_loss import FRACALLoss
 from mmdet_longtail.models.scoring_settings import ScoringSettingsMixin
+from heads import head_losses, raw_head_scores, shared_2fc_head
 
 
 def ls_slope(x, y) -> float:
@@ -265,35 +266,16 @@ def test_statistics_and_dimensions_come_from_the_train_file(synthetic_root):
                                   get_fractal_dimensions(ann_file))
 
 
-def box_head(loss_cls: dict):
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-    register_all_modules()
-    return MODELS.build(
-        dict(
-            type='Shared2FCBBoxHead',
-            in_channels=4,
-            fc_out_channels=8,
-            roi_feat_size=2,
-            num_classes=3,
-            loss_cls=loss_cls))
-
-
 @pytest.mark.parametrize('use_sigmoid', [False, True])
 def test_head_scores_valid_probabilities_background_last(use_sigmoid):
     stats = ClassStatistics.from_counts(COUNTS, num_images=NUM_IMAGES)
-    head = box_head(
+    head = shared_2fc_head(
         dict(type='FRACALLoss', num_classes=3, class_statistics=stats,
              fractal_dimensions=DIMS, use_sigmoid=use_sigmoid))
     width = 3 if use_sigmoid else 4
     assert head.fc_cls.out_features == width
     logits = 4 * torch.randn(6, width)
-    rois = torch.cat([torch.zeros(6, 1),
-                      torch.tensor([[0., 0., 8., 8.]]).repeat(6, 1)], 1)
-    scores = head._predict_by_feat_single(
-        roi=rois, cls_score=logits, bbox_pred=torch.zeros(6, 12),
-        img_meta=dict(img_shape=(32, 32)), rescale=False,
-        rcnn_test_cfg=None).scores
+    scores = raw_head_scores(head, logits)
     assert scores.shape == (6, 4)
     assert ((scores >= 0) & (scores <= 1)).all()
     torch.testing.assert_close(scores, head.loss_cls.get_activation(logits))
@@ -301,9 +283,7 @@ def test_head_scores_valid_probabilities_background_last(use_sigmoid):
         assert (scores[:, 3] == 0).all()
     else:
         torch.testing.assert_close(scores.sum(1), torch.ones(6))
-    losses = head.loss(logits, torch.zeros(6, 12), rois,
-                       torch.tensor([0, 3, 2, 3, 1, 3]), torch.ones(6),
-                       torch.zeros(6, 4), torch.zeros(6, 4))
+    losses = head_losses(head, logits, torch.tensor([0, 3, 2, 3, 1, 3]))
     assert torch.isfinite(losses['loss_cls'])
 
 

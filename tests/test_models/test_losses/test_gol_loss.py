@@ -13,7 +13,7 @@ from mmdet_longtail.datasets.class_stats import get_class_statistics
 from mmdet_longtail.models.losses.gol_loss import (GOLoss, gol_drop_keep,
                                                    gol_loss,
                                                    gumbel_activation)
-from test_eql_heads import raw_head_scores, shared_2fc_head
+from heads import raw_head_scores, shared_2fc_head
 
 LN2 = math.log(2)
 E = math.exp

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from mmdet_longtail.datasets.class_stats import get_class_statistics
 from mmdet_longtail.models.losses.iif_loss import IIFLoss, iif_weights
-from test_eql_heads import raw_head_scores, shared_2fc_head
+from heads import raw_head_scores, shared_2fc_head
 
 # 8 annotated train images; classes in 1, 2 and 4 of them. With log base 2
 # the weights are w = [log2(8/1), log2(8/2), log2(8/4), bg 1] = [3, 2, 1, 1]

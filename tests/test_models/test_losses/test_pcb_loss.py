@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ddp import run_ddp
+from heads import head_losses, shared_2fc_head
 from mmdet.models.losses import CrossEntropyLoss
 from mmdet_longtail.models.losses.pcb_loss import PCBLoss
 
@@ -300,39 +301,18 @@ def test_ddp_two_processes_hold_the_matrix_of_both_ranks(tmp_path):
 
 # ---------------------------------------- through mmdet's Shared2FCBBoxHead
 def build_head(base, alpha):
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-    register_all_modules()
-    head = MODELS.build(
-        dict(
-            type='Shared2FCBBoxHead',
-            in_channels=4,
-            fc_out_channels=8,
-            roi_feat_size=2,
-            num_classes=C,
-            loss_cls=dict(
-                type='PCBLoss',
-                base_loss=base,
-                num_classes=C,
-                alpha=alpha,
-                pcb_enabled=True))).double()
+    head = shared_2fc_head(
+        dict(type='PCBLoss', base_loss=base, num_classes=C, alpha=alpha,
+             pcb_enabled=True),
+        num_classes=C).double()
     with_matrix(head.loss_cls)
     return head
-
-
-def head_loss(head, logits, labels):
-    n = len(labels)
-    rois = torch.cat([torch.zeros(n, 1), torch.tensor(
-        [[0., 0., 8., 8.]]).repeat(n, 1)], 1).double()
-    return head.loss(logits, torch.zeros(n, 4 * C).double(), rois, labels,
-                     torch.ones(n).double(), torch.zeros(n, 4).double(),
-                     torch.zeros(n, 4).double())
 
 
 def test_through_bbox_head_with_ce():
     head = build_head(CE, 0.4)
     assert head.fc_cls.out_features == C + 1
-    losses = head_loss(head, Z, LABELS)
+    losses = head_losses(head, Z, LABELS)
     # BBoxHead: avg_factor = 4 RoIs with a label weight; mmdet's CE adds
     # float32's eps to it
     eps = torch.finfo(torch.float32).eps
@@ -346,7 +326,7 @@ def test_through_bbox_head_with_seesaw():
     assert head.fc_cls.out_features == C + 2
     gen = torch.Generator().manual_seed(4)
     z = torch.randn(4, C + 2, generator=gen, dtype=torch.float64)
-    losses = head_loss(head, z, LABELS)
+    losses = head_losses(head, z, LABELS)
     assert {'loss_cls_classes', 'loss_cls_objectness', 'loss_pcb',
             'acc_classes'} <= set(losses)
     # a (1/N) sum_fg [KL(q_y || p) - (-log p_y)], p: softmax of the C
@@ -375,7 +355,7 @@ def test_through_bbox_head_with_eqlv2():
     z = torch.randn(4, C + 1, generator=gen, dtype=torch.float64)
     base = head.loss_cls.base
     plain = base(z, LABELS).item()  # eval: no statistics update
-    losses = head_loss(head, z, LABELS)
+    losses = head_losses(head, z, LABELS)
     # sigmoid classifier: q_y = column y of M, not normalised; per class
     # KL_b(q || s) - KL_b(e_y || s)
     total = 0.0

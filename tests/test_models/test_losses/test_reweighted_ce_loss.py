@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from mmdet_longtail.models.losses.reweighted_ce_loss import (
     ReweightedCrossEntropyLoss, class_balanced_weights,
     cost_sensitive_weights)
+from heads import head_losses, raw_head_scores, shared_2fc_head
 
 # 3 classes with 1, 10 and 100 training instances
 COUNTS = dict(image_count=[1, 5, 20], instance_count=[1, 10, 100],
@@ -147,31 +148,14 @@ def test_logged_once(capsys):
 
 
 def test_through_shared2fc_bbox_head():
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-    register_all_modules()
     for use_sigmoid, width in ((False, 4), (True, 3)):
-        head = MODELS.build(
-            dict(
-                type='Shared2FCBBoxHead',
-                in_channels=4,
-                fc_out_channels=8,
-                roi_feat_size=2,
-                num_classes=3,
-                loss_cls=dict(
-                    type='ReweightedCrossEntropyLoss',
-                    num_classes=3,
-                    use_sigmoid=use_sigmoid,
-                    beta=0.9,
-                    class_statistics=COUNTS)))
+        head = shared_2fc_head(
+            dict(type='ReweightedCrossEntropyLoss', num_classes=3,
+                 use_sigmoid=use_sigmoid, beta=0.9,
+                 class_statistics=COUNTS))
         assert head.fc_cls.out_features == width
         logits = 4 * torch.randn(6, width)
-        rois = torch.cat([torch.zeros(6, 1),
-                          torch.tensor([[0., 0., 8., 8.]]).repeat(6, 1)], 1)
-        scores = head._predict_by_feat_single(
-            roi=rois, cls_score=logits, bbox_pred=torch.zeros(6, 12),
-            img_meta=dict(img_shape=(32, 32)), rescale=False,
-            rcnn_test_cfg=None).scores
+        scores = raw_head_scores(head, logits)
         assert scores.shape == (6, 4)
         if use_sigmoid:
             torch.testing.assert_close(scores[:, :3], logits.sigmoid())
@@ -179,9 +163,7 @@ def test_through_shared2fc_bbox_head():
         else:
             torch.testing.assert_close(scores, logits.softmax(-1))
         labels = torch.tensor([0, 3, 2, 3, 1, 3])
-        losses = head.loss(logits, torch.zeros(6, 12), rois, labels,
-                           torch.ones(6), torch.zeros(6, 4),
-                           torch.zeros(6, 4))
+        losses = head_losses(head, logits, labels)
         w = torch.tensor(cb_by_hand([1, 10, 100], 0.9) + [1.0])[labels]
         if use_sigmoid:
             target = F.one_hot(labels, 4)[:, :3].float()

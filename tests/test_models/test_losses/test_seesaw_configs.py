@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import build_config_model
+from heads import raw_head_scores
 
 FRAMEWORKS = ('faster-rcnn', 'mask-rcnn', 'cascade-mask-rcnn',
               'htc-without-semantic')
@@ -55,16 +56,7 @@ def test_heads_use_seesaw_with_a_normed_classifier(build_model, framework):
     head = heads[-1]
     logits = 3 * torch.randn(4, NUM_CLASSES + 2,
                              generator=torch.Generator().manual_seed(0))
-    rois = torch.tensor([[0., 0., 0., 8., 8.]]).repeat(4, 1)
-    bbox_pred = torch.zeros(4, 4 if head.reg_class_agnostic else 4 *
-                            NUM_CLASSES)
-    scores = head._predict_by_feat_single(
-        roi=rois,
-        cls_score=logits,
-        bbox_pred=bbox_pred,
-        img_meta=dict(img_shape=(32, 32)),
-        rescale=False,
-        rcnn_test_cfg=None).scores
+    scores = raw_head_scores(head, logits)
     objectness = F.softmax(logits[:, -2:], dim=1)
     torch.testing.assert_close(
         scores[:, :NUM_CLASSES],
