@@ -15,11 +15,12 @@ on ``--test-images`` images, as subprocesses.
 Each run uses a wrapper config in the work dir that inherits the shipped
 config and changes only what a short CPU run needs: the resize steps of the
 pipelines scaled to ``--scale`` (0 keeps the config's), an iteration-based
-loop with a checkpoint at the end, log lines every iteration, no
-pretrained backbone (nothing downloads) and no ``load_from``, dataloaders
-without worker processes (so the peak memory is that of one process). The
-data root goes in through ``--cfg-options`` (train / val / test dataloaders
-and the evaluator's ``ann_file``); the models' class statistics come from
+loop without validation and with a checkpoint at the end, log lines every
+iteration, no pretrained backbone (nothing downloads) and no ``load_from``,
+dataloaders without worker processes (so the peak memory is that of one
+process). The
+data root goes in through ``--cfg-options`` (train and test dataloaders and
+the test evaluator's ``ann_file``); the models' class statistics come from
 ``train_dataloader.dataset`` (``LongTailRunner``).
 
 Baselines: ``configs/lvis/<framework>_r50_fpn_ms-1x_lvis-v1.py`` (v1) or
@@ -295,13 +296,18 @@ def wrapper_config(config: str, args) -> str:
         'resume = False',
         'randomness = dict(seed=0)',
         f'train_cfg = dict(_delete_=True, type=\'IterBasedTrainLoop\', '
-        f'max_iters={args.iters}, val_interval={args.iters + 1})',
+        f'max_iters={args.iters})',
+        # no validation: mmengine would validate after the last iteration,
+        # and tools/test.py measures the test time
+        'val_dataloader = None',
+        'val_cfg = None',
+        'val_evaluator = None',
         'default_hooks = dict(logger=dict(interval=1), checkpoint=dict('
         f'by_epoch=False, interval={args.iters}, max_keep_ckpts=1))',
         # window 1: the logged time / memory are those of each iteration
         'log_processor = dict(by_epoch=False, window_size=1)',
     ]
-    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+    for loader in ('train_dataloader', 'test_dataloader'):
         dataset = ''
         if args.scale:
             pipeline = rescale_pipeline(_dataset_of(cfg[loader])['pipeline'],
@@ -325,8 +331,7 @@ def data_options(run: Run, cfg_loaders: Dict[str, int],
         for loader, depth in cfg_loaders.items()
     ]
     ann = f'{root}annotations/lvis_{version}_val.json'
-    options += [f'val_evaluator.ann_file={ann}',
-                f'test_evaluator.ann_file={ann}']
+    options.append(f'test_evaluator.ann_file={ann}')
     return options + [f'{k}={v}' for k, v in run.overrides.items()]
 
 
@@ -422,7 +427,7 @@ def train_and_test(run: Run, args, env: dict, data_root: str) -> None:
     cfg = Config.fromfile(wrapper)
     loaders = {
         name: dataset_depth(cfg[name])
-        for name in ('train_dataloader', 'val_dataloader', 'test_dataloader')
+        for name in ('train_dataloader', 'test_dataloader')
     }
     options = data_options(run, loaders, data_root)
     train_cmd = [

@@ -86,8 +86,10 @@ def test_wrapper_config_and_data_options(tmp_path):
     path.write_text(lvis_scale.wrapper_config(config, args))
     cfg = Config.fromfile(str(path))
     assert cfg.model.backbone.init_cfg is None and cfg.load_from is None
-    assert cfg.train_cfg == dict(type='IterBasedTrainLoop', max_iters=5,
-                                 val_interval=6)
+    assert cfg.train_cfg == dict(type='IterBasedTrainLoop', max_iters=5)
+    # no validation after the last iteration
+    assert cfg.val_dataloader is None and cfg.val_cfg is None \
+        and cfg.val_evaluator is None
     assert cfg.default_hooks.checkpoint.interval == 5
     assert cfg.log_processor.window_size == 1
     for loader in ('train_dataloader', 'test_dataloader'):
@@ -102,7 +104,6 @@ def test_wrapper_config_and_data_options(tmp_path):
     assert options == [
         'train_dataloader.dataset.data_root=/d/lvis_v1/',
         'test_dataloader.dataset.dataset.data_root=/d/lvis_v1/',
-        'val_evaluator.ann_file=/d/lvis_v1/annotations/lvis_v1_val.json',
         'test_evaluator.ann_file=/d/lvis_v1/annotations/lvis_v1_val.json',
         'model.backbone.depth=101',
     ]
