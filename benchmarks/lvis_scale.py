@@ -362,8 +362,9 @@ def run_measured(cmd: List[str], log_path: str, env: dict,
 
 def read_scalars(work_dir: str) -> List[dict]:
     """mmengine's per-iteration train scalars of the newest run."""
-    paths = sorted(glob.glob(osp.join(work_dir, '*', 'vis_data',
-                                      'scalars.json')))
+    # a run's folder name holds its overrides in brackets: not a pattern
+    paths = sorted(glob.glob(osp.join(glob.escape(work_dir), '*',
+                                      'vis_data', 'scalars.json')))
     if not paths:
         return []
     with open(paths[-1]) as f:

@@ -143,3 +143,18 @@ def test_log_parsing_ratios_and_table():
     assert method.result['misses_goal'] == ['step_s_ratio']
     text = lvis_scale.table([base, method], gpu=False)
     assert '**1.100 > 1.05**' in text and '(baseline)' in text
+
+
+def test_scalars_of_a_run_with_overrides_are_found(tmp_path):
+    """A run's folder is named with its overrides in brackets
+    (``..._lvis-v1[depth=101]``), which glob would read as a pattern."""
+    run = lvis_scale.Run('configs/lvis/htc-without-semantic_r50_fpn_ms-1x_'
+                         'lvis-v1.py', 'lvis-v1',
+                         {'model.backbone.depth': '101'})
+    assert '[depth=101]' in run.name
+    vis = tmp_path / run.name / 'train' / '20261204_000000' / 'vis_data'
+    vis.mkdir(parents=True)
+    (vis / 'scalars.json').write_text('{"loss": 1.5, "time": 2.0}\n'
+                                      '{"loss": 1.25, "time": 3.0}\n')
+    scalars = lvis_scale.read_scalars(str(tmp_path / run.name / 'train'))
+    assert [s['loss'] for s in scalars] == [1.5, 1.25]
