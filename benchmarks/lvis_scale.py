@@ -15,10 +15,10 @@ on ``--test-images`` images, as subprocesses.
 Each run uses a wrapper config in the work dir that inherits the shipped
 config and changes only what a short CPU run needs: the resize steps of the
 pipelines scaled to ``--scale`` (0 keeps the config's), an iteration-based
-loop without validation and with a checkpoint at the end, log lines every
-iteration, no pretrained backbone (nothing downloads) and no ``load_from``,
-dataloaders without worker processes (so the peak memory is that of one
-process). The
+loop without validation and with a checkpoint at the end (deleted once
+tested, unless ``--keep-checkpoints``), log lines every iteration, no
+pretrained backbone (nothing downloads) and no ``load_from``, dataloaders
+without worker processes (so the peak memory is that of one process). The
 data root goes in through ``--cfg-options`` (train and test dataloaders and
 the test evaluator's ``ann_file``); the models' class statistics come from
 ``train_dataloader.dataset`` (``LongTailRunner``).
@@ -149,6 +149,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--min-class-images', type=int, default=2)
     parser.add_argument('--timeout', type=int, default=3600,
                         help='seconds per train or test process')
+    parser.add_argument(
+        '--keep-checkpoints',
+        action='store_true',
+        help='keep each run\'s checkpoint (deleted once it was tested)')
     return parser.parse_args(argv)
 
 
@@ -463,6 +467,9 @@ def train_and_test(run: Run, args, env: dict, data_root: str) -> None:
         lvis_metric=metric)
     if code != 0:
         res['error'] = f'test failed (rc {code}), see {out}/test.log'
+    if not args.keep_checkpoints:
+        # up to 1 GB each at 1203 classes: a full run would fill a disk
+        os.remove(ckpt)
 
 
 # ---------------------------------------------------------------- report

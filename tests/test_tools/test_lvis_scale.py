@@ -1,5 +1,8 @@
-"""The pure helpers of benchmarks/lvis_scale.py: every shipped real config has
-a baseline and the right goal, the wrapper config, and the log parsing."""
+"""The helpers of benchmarks/lvis_scale.py: every shipped real config has a
+baseline and the right goal, the wrapper config, the log parsing, and one run
+with its train and test processes faked (numbers read, checkpoint removed)."""
+import json
+import os
 import os.path as osp
 import sys
 from types import SimpleNamespace
@@ -158,3 +161,51 @@ def test_scalars_of_a_run_with_overrides_are_found(tmp_path):
                                       '{"loss": 1.25, "time": 3.0}\n')
     scalars = lvis_scale.read_scalars(str(tmp_path / run.name / 'train'))
     assert [s['loss'] for s in scalars] == [1.5, 1.25]
+
+
+@pytest.mark.parametrize('keep', [False, True])
+def test_a_run_reads_its_logs_and_deletes_its_checkpoint(
+        tmp_path, monkeypatch, keep):
+    """train_and_test with the two processes replaced by a fake that writes
+    what tools/train.py and tools/test.py write."""
+    config = 'configs/eql/mask-rcnn_r50_fpn_eql_ms-1x_lvis-v1.py'
+    run = lvis_scale.Run(config, 'lvis-v1')
+    args = SimpleNamespace(work_dir=str(tmp_path), scale=64, iters=3,
+                           warmup=1, test_warmup=1, amp=False, timeout=60,
+                           keep_checkpoints=keep)
+    commands = []
+
+    def fake_run(cmd, log_path, env, timeout):
+        commands.append(cmd)
+        work_dir = cmd[cmd.index('--work-dir') + 1]
+        if cmd[1] == 'tools/train.py':
+            vis = osp.join(work_dir, '20261204_000000', 'vis_data')
+            os.makedirs(vis)
+            with open(osp.join(vis, 'scalars.json'), 'w') as f:
+                for i, t in enumerate((9.0, 2.0, 4.0)):
+                    f.write(json.dumps(dict(loss=1.0, time=t, iter=i)) +
+                            '\n')
+            open(osp.join(work_dir, 'iter_3.pth'), 'w').close()
+            text = ''
+        else:
+            text = '\n'.join([
+                'Iter(test) [1/3]  time: 5.0000',
+                'Iter(test) [2/3]  time: 1.0000',
+                'Iter(test) [3/3]  time: 2.0000',
+                'Iter(test) [3/3]    lvis/bbox_AP: 0.0000',
+            ])
+        with open(log_path, 'w') as f:
+            f.write(text)
+        return 0, 1.0, 100.0
+
+    monkeypatch.setattr(lvis_scale, 'run_measured', fake_run)
+    lvis_scale.train_and_test(run, args, {}, '/d/lvis_v1')
+    res = run.result
+    assert res['iters'] == 3 and res['losses_finite']
+    assert res['step_s'] == pytest.approx(3.0)  # first iteration left out
+    assert res['test_s_per_image'] == pytest.approx(1.5)
+    assert res['lvis_metric'] and 'error' not in res
+    ckpt = osp.join(str(tmp_path), 'runs', run.name, 'train', 'iter_3.pth')
+    assert commands[1][3] == ckpt  # the test loads the train checkpoint
+    assert osp.isfile(ckpt) == keep
+    assert 'train_dataloader.dataset.data_root=/d/lvis_v1/' in commands[0]
