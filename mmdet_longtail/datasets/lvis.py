@@ -10,9 +10,10 @@ input are generic. These subclasses change only that:
 * each ``data_info`` keeps ``neg_category_ids`` and
   ``not_exhaustive_category_ids``;
 * the file is parsed once, and checked by the one reader
-  (``get_class_statistics``): a malformed entry, a missing file, a file without ``categories`` and an
-  image listed but missing on disk raise errors that name the file, field and
-  value; entries mmdet's loader skips are counted in one warning.
+  (``get_class_statistics``): a malformed entry, a missing file, a file
+  without ``categories`` and an image listed but missing on disk raise
+  errors that name the file, field and value; entries mmdet's loader skips
+  are counted in one warning.
 """
 import os.path as osp
 from collections import defaultdict

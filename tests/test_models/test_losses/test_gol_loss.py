@@ -28,7 +28,8 @@ NEG = {z: -math.log(1 - E(-q)) for z, q in POS.items()}
 GRAD_POS = {z: -q for z, q in POS.items()}
 GRAD_NEG = {z: E(-q) * q / (1 - E(-q)) for z, q in POS.items()}
 
-# tail set as EQL's: f = [0.5, 0.001, 0.0005] < lambda = 1.1e-3 -> T = [0, 1, 1]
+# tail set as EQL's: f = [0.5, 0.001, 0.0005] < lambda = 1.1e-3
+# -> T = [0, 1, 1]
 STATS = dict(image_count=[5000, 10, 5], num_images=10000)
 LAMBDA = 1.1e-3
 # RoI 0: class 0 (head), RoI 1: class 1 (tail), RoI 2: background (label 3)

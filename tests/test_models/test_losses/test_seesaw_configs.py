@@ -36,8 +36,8 @@ def build_model(synthetic_root, monkeypatch):
 def test_heads_use_seesaw_with_a_normed_classifier(build_model, framework):
     from mmdet.models.layers import NormedLinear
     from mmdet.models.losses import SeesawLoss
-    model = build_model(
-        f'configs/seesaw/{framework}_r18-tiny_fpn_seesaw_12e_synthetic-lvis.py')
+    model = build_model(f'configs/seesaw/{framework}'
+                        '_r18-tiny_fpn_seesaw_12e_synthetic-lvis.py')
     heads = model.roi_head.bbox_head
     heads = list(heads) if isinstance(heads, torch.nn.ModuleList) else [heads]
     assert len(heads) == (1 if framework in ('faster-rcnn', 'mask-rcnn') else
@@ -66,7 +66,8 @@ def test_heads_use_seesaw_with_a_normed_classifier(build_model, framework):
 
 def test_lvis_matrix_changes_only_the_loss_and_the_classifier():
     for framework in FRAMEWORKS:
-        ours = load(f'configs/seesaw/{framework}_r50_fpn_seesaw_ms-1x_lvis-v1.py')
+        ours = load(
+            f'configs/seesaw/{framework}_r50_fpn_seesaw_ms-1x_lvis-v1.py')
         base = load(f'configs/lvis/{framework}_r50_fpn_ms-1x_lvis-v1.py')
         assert ours.train_dataloader == base.train_dataloader
         assert ours.param_scheduler == base.param_scheduler
