@@ -17,7 +17,7 @@ input are generic. These subclasses change only that:
 """
 import os.path as osp
 from collections import defaultdict
-from typing import List
+from typing import List, Optional
 
 from mmdet.datasets import LVISV05Dataset, LVISV1Dataset
 from mmdet.registry import DATASETS
@@ -27,9 +27,14 @@ from .class_stats import get_class_statistics, load_lvis_json
 class _LongTailLVISMixin:
     """Shared checks and extra fields of the LVIS v0.5 / v1 datasets."""
 
-    def __init__(self, *args, check_images: bool = True, **kwargs) -> None:
+    def __init__(self,
+                 *args,
+                 check_images: bool = True,
+                 metainfo: Optional[dict] = None,
+                 **kwargs) -> None:
         self.check_images = check_images
-        super().__init__(*args, **kwargs)
+        self._metainfo_from_user = bool(metainfo) and 'classes' in metainfo
+        super().__init__(*args, metainfo=metainfo, **kwargs)
 
     def load_data_list(self) -> List[dict]:
         """mmdet's LVIS data list, built from the file parsed once (mmdet's
@@ -100,10 +105,6 @@ class _LongTailLVISMixin:
             'not_exhaustive_category_ids', [])
         return data_info
 
-    @classmethod
-    def _user_gave_classes(cls, metainfo) -> bool:
-        return bool(metainfo) and 'classes' in metainfo
-
 
 @DATASETS.register_module()
 class LVISV1LTDataset(_LongTailLVISMixin, LVISV1Dataset):
@@ -114,10 +115,6 @@ class LVISV1LTDataset(_LongTailLVISMixin, LVISV1Dataset):
             when the annotations are loaded. Default: True.
         **kwargs: arguments of mmdet's ``LVISV1Dataset``.
     """
-
-    def __init__(self, *args, metainfo=None, **kwargs) -> None:
-        self._metainfo_from_user = self._user_gave_classes(metainfo)
-        super().__init__(*args, metainfo=metainfo, **kwargs)
 
     def image_file(self, img: dict) -> str:
         # LVIS v1 names the split in coco_url, e.g.
@@ -135,10 +132,6 @@ class LVISV05LTDataset(_LongTailLVISMixin, LVISV05Dataset):
             when the annotations are loaded. Default: True.
         **kwargs: arguments of mmdet's ``LVISV05Dataset``.
     """
-
-    def __init__(self, *args, metainfo=None, **kwargs) -> None:
-        self._metainfo_from_user = self._user_gave_classes(metainfo)
-        super().__init__(*args, metainfo=metainfo, **kwargs)
 
     def image_file(self, img: dict) -> str:
         # COCO 2014 names (COCO_train2014_000000000000.jpg) -> the 2017

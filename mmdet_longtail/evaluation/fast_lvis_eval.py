@@ -35,7 +35,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Union
 import numpy as np
 
 from .lvis_api import (FREQUENCY_LETTERS, LVIS_RECALL_ITEMS, LVISEvalResult,
-                       load_results, metrics_without_detections, per_class_ap,
+                       gt_dataset_of, load_results,
+                       metrics_without_detections, per_class_ap,
                        top_detections_per_category, top_k_per_group,
                        validate_results)
 
@@ -146,15 +147,6 @@ _INDEX_CACHE: 'weakref.WeakKeyDictionary' = weakref.WeakKeyDictionary()
 _PATH_CACHE: Dict[str, _IndexedGroundTruth] = {}
 
 
-def _gt_dataset(lvis_gt) -> dict:
-    dataset = getattr(lvis_gt, 'dataset', lvis_gt)
-    if not isinstance(dataset, dict) or 'annotations' not in dataset:
-        raise TypeError('lvis_gt must be an lvis.LVIS object, an LVIS '
-                        'annotation dict or the path of an annotation file, '
-                        f'got {type(lvis_gt).__name__}')
-    return dataset
-
-
 def indexed_ground_truth(lvis_gt) -> _IndexedGroundTruth:
     """The (cached) faster-coco-eval index of ``lvis_gt``."""
     if isinstance(lvis_gt, str):
@@ -164,7 +156,7 @@ def indexed_ground_truth(lvis_gt) -> _IndexedGroundTruth:
             _PATH_CACHE[lvis_gt] = _IndexedGroundTruth(
                 load_lvis_json(lvis_gt))
         return _PATH_CACHE[lvis_gt]
-    dataset = _gt_dataset(lvis_gt)
+    dataset = gt_dataset_of(lvis_gt)
     key = lvis_gt
     try:
         cached = _INDEX_CACHE.get(key)

@@ -36,7 +36,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from .lvis_api import (LVISEvalResult, load_results,
+from .lvis_api import (LVISEvalResult, gt_dataset_of, load_results,
                        top_detections_per_category, validate_results)
 
 # Dave et al.: detections kept per category over the whole dataset
@@ -62,19 +62,6 @@ def _check_dets_per_cat(dets_per_cat: int) -> None:
     if not isinstance(dets_per_cat, (int, np.integer)) or dets_per_cat < 1:
         raise ValueError(f'dets_per_cat must be a positive integer, got '
                          f'{dets_per_cat!r}')
-
-
-def gt_dataset_of(lvis_gt) -> dict:
-    """The annotation dict of an ``lvis.LVIS``, a dict or a file path."""
-    if isinstance(lvis_gt, str):
-        from mmdet_longtail.datasets.class_stats import load_lvis_json
-        return load_lvis_json(lvis_gt)
-    dataset = getattr(lvis_gt, 'dataset', lvis_gt)
-    if not isinstance(dataset, dict) or 'annotations' not in dataset:
-        raise TypeError('lvis_gt must be an lvis.LVIS object, an LVIS '
-                        'annotation dict or the path of an annotation file, '
-                        f'got {type(lvis_gt).__name__}')
-    return dataset
 
 
 def evaluate_ap_fixed(lvis_gt,

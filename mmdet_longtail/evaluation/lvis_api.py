@@ -273,6 +273,19 @@ def top_detections_per_category(img: np.ndarray, cat: np.ndarray,
     return candidates[kept]
 
 
+def gt_dataset_of(lvis_gt) -> dict:
+    """The annotation dict of an ``lvis.LVIS``, a dict or a file path."""
+    if isinstance(lvis_gt, str):
+        from mmdet_longtail.datasets.class_stats import load_lvis_json
+        return load_lvis_json(lvis_gt)
+    dataset = getattr(lvis_gt, 'dataset', lvis_gt)
+    if not isinstance(dataset, dict) or 'annotations' not in dataset:
+        raise TypeError('lvis_gt must be an lvis.LVIS object, an LVIS '
+                        'annotation dict or the path of an annotation file, '
+                        f'got {type(lvis_gt).__name__}')
+    return dataset
+
+
 def lvis_from_dict(dataset: dict):
     """An ``lvis.LVIS`` of an annotation dict (``LVIS`` reads only files).
 
