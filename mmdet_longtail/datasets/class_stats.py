@@ -480,32 +480,43 @@ def load_lvis_json(ann_file: str) -> dict:
         raise ValueError(f'{ann_file} is not valid JSON: {e}') from e
 
 
-def get_class_statistics(ann_file: str,
-                         ann: Optional[dict] = None) -> ClassStatistics:
-    """Statistics of an LVIS (v0.5 or v1) annotation file, cached.
-
-    The cache key includes the file size and modification time, so a
-    regenerated file is read again.
-
-    Args:
-        ann_file (str): path of the annotation file.
-        ann (dict, optional): its parsed content, when the caller has read
-            the file already (the LVIS datasets), so that it is parsed once.
-    """
+def _file_key(ann_file: str) -> Tuple[str, int, int]:
+    """Cache key of a file: its real path, size and modification time, so a
+    regenerated file is read again."""
     path = osp.realpath(ann_file)
     if not osp.isfile(path):
         raise FileNotFoundError(f'LVIS annotation file not found: {ann_file}')
     st = os.stat(path)
-    key = (path, st.st_size, st.st_mtime_ns)
+    return path, st.st_size, st.st_mtime_ns
+
+
+def _cache_statistics(key: Tuple[str, int, int], ann: dict,
+                      ann_file: str) -> ClassStatistics:
     if key not in _CACHE:
-        stats = ClassStatistics.from_lvis_dict(
-            load_lvis_json(path) if ann is None else ann, source=ann_file)
+        stats = ClassStatistics.from_lvis_dict(ann, source=ann_file)
         # every caller shares the cached arrays: an in-place edit by one
         # component must fail instead of changing the others' statistics
         stats.image_count.setflags(write=False)
         stats.instance_count.setflags(write=False)
         _CACHE[key] = stats
     return _CACHE[key]
+
+
+def get_class_statistics(ann_file: str) -> ClassStatistics:
+    """Statistics of an LVIS (v0.5 or v1) annotation file, cached by the
+    file's path, size and modification time."""
+    key = _file_key(ann_file)
+    if key in _CACHE:
+        return _CACHE[key]
+    return _cache_statistics(key, load_lvis_json(key[0]), ann_file)
+
+
+def load_lvis_with_statistics(ann_file: str) -> Tuple[dict, ClassStatistics]:
+    """The parsed file and its (cached) statistics, from one parse: for the
+    LVIS datasets, which need both."""
+    key = _file_key(ann_file)  # before the parse: a later rewrite is read
+    ann = load_lvis_json(key[0])
+    return ann, _cache_statistics(key, ann, ann_file)
 
 
 StatisticsSource = Union[str, 'ClassStatistics', Mapping]

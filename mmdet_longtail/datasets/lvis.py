@@ -10,7 +10,7 @@ input are generic. These subclasses change only that:
 * each ``data_info`` keeps ``neg_category_ids`` and
   ``not_exhaustive_category_ids``;
 * the file is parsed once, and checked by the one reader
-  (``get_class_statistics``): a malformed entry, a missing file, a file
+  (``load_lvis_with_statistics``): a malformed entry, a missing file, a file
   without ``categories`` and an image listed but missing on disk raise
   errors that name the file, field and value; entries mmdet's loader skips
   are counted in one warning.
@@ -21,7 +21,7 @@ from typing import List, Optional
 
 from mmdet.datasets import LVISV05Dataset, LVISV1Dataset
 from mmdet.registry import DATASETS
-from .class_stats import get_class_statistics, load_lvis_json
+from .class_stats import load_lvis_with_statistics
 
 
 class _LongTailLVISMixin:
@@ -43,10 +43,9 @@ class _LongTailLVISMixin:
             raise FileNotFoundError(
                 f'{type(self).__name__}: annotation file not found: '
                 f'{self.ann_file} (see data/README.md for the layout)')
-        ann = load_lvis_json(self.ann_file)
         # the one reader checks the file (once per process) and names the
         # file, entry, field and value of a malformed entry
-        get_class_statistics(self.ann_file, ann)
+        ann, _ = load_lvis_with_statistics(self.ann_file)
         self._set_classes(ann['categories'])
         # the index lvis-api builds: annotations per image and image ids
         # per category (one per annotation), both in file order
@@ -59,10 +58,17 @@ class _LongTailLVISMixin:
         for img in ann['images']:
             raw_img_info = dict(
                 img, img_id=img['id'], file_name=self.image_file(img))
-            data_list.append(
-                self.parse_data_info(
-                    dict(raw_ann_info=anns_of_image[img['id']],
-                         raw_img_info=raw_img_info)))
+            try:
+                data_list.append(
+                    self.parse_data_info(
+                        dict(raw_ann_info=anns_of_image[img['id']],
+                             raw_img_info=raw_img_info)))
+            except KeyError as e:
+                # mmdet's parser needs each image's height / width and
+                # each annotation's area, which the statistics do not
+                raise ValueError(
+                    f'{self.ann_file}: the image with id {img["id"]} or one '
+                    f'of its annotations has no field {e}') from e
         if self.check_images:
             for info in data_list:
                 if not osp.isfile(info['img_path']):
@@ -74,6 +80,11 @@ class _LongTailLVISMixin:
     def _set_classes(self, categories: List[dict]) -> None:
         """Labels in the file's category order, as mmdet's loader and
         evaluator give them; class names from the file."""
+        for cat in categories:
+            if not isinstance(cat.get('name'), str):
+                raise ValueError(
+                    f"{self.ann_file}: the category with id {cat['id']} has "
+                    f"no string 'name' (got {cat.get('name')!r})")
         self.cat_ids = [cat['id'] for cat in categories]
         self.cat2label = {cat_id: i for i, cat_id in enumerate(self.cat_ids)}
         file_classes = tuple(cat['name'] for cat in categories)

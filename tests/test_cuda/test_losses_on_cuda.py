@@ -139,8 +139,9 @@ def test_value_gradient_and_statistics_equal_the_cpu(name):
         assert torch.isfinite(cpu_value)
         assert_close(value, cpu_value, f'{name} loss at step {step}')
         assert_close(grad, cpu_grad, f'{name} gradient at step {step}')
-        cpu_state = cpu_loss.state_dict()
-        for key, buffer in device_loss.state_dict().items():
+        # persistent (checkpointed) and derived (non-persistent) buffers
+        cpu_state = dict(cpu_loss.named_buffers())
+        for key, buffer in device_loss.named_buffers():
             assert buffer.device.type == torch.device(DEVICE).type, key
             assert_close(buffer.cpu(), cpu_state[key],
                          f'{name} buffer {key} after step {step}')

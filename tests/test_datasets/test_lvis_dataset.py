@@ -1,6 +1,7 @@
 """The LVIS datasets build mmdet's data list from the file parsed once."""
 import json
 import os.path as osp
+from typing import Optional
 
 import pytest
 
@@ -9,7 +10,11 @@ from mmdet_longtail.datasets import make_synthetic_lvis
 EXTRA_KEYS = ('neg_category_ids', 'not_exhaustive_category_ids')
 
 
-def build(dataset_type: str, data_root: str, ann_file: str, img: str):
+def build(dataset_type: str,
+          data_root: str,
+          ann_file: str,
+          img: str,
+          filter_cfg: Optional[dict] = None):
     from mmdet.registry import DATASETS
     from mmdet.utils import register_all_modules
     import mmdet_longtail  # noqa: F401
@@ -20,6 +25,7 @@ def build(dataset_type: str, data_root: str, ann_file: str, img: str):
             data_root=data_root,
             ann_file=ann_file,
             data_prefix=dict(img=img),
+            filter_cfg=filter_cfg,
             pipeline=[]))
 
 
@@ -65,10 +71,10 @@ def test_v05_data_list_equals_mmdet(tmp_path):
     assert osp.isfile(ours.get_data_info(0)['img_path'])
 
 
-def test_the_file_is_parsed_once(synthetic_root, monkeypatch):
+def test_the_file_is_parsed_once(synthetic_root, tmp_path, monkeypatch):
     import lvis
 
-    from mmdet_longtail.datasets import lvis as lt_lvis
+    from mmdet_longtail.datasets import class_stats
     parsed = []
 
     def counting_load(path):
@@ -78,12 +84,13 @@ def test_the_file_is_parsed_once(synthetic_root, monkeypatch):
     def lvis_api_parse(*args, **kwargs):
         raise AssertionError('the dataset parsed the file through lvis-api')
 
-    load = lt_lvis.load_lvis_json
-    monkeypatch.setattr(lt_lvis, 'load_lvis_json', counting_load)
+    load = class_stats.load_lvis_json
+    monkeypatch.setattr(class_stats, 'load_lvis_json', counting_load)
     monkeypatch.setattr(lvis.LVIS, '__init__', lvis_api_parse)
-    build('LVISV1LTDataset', synthetic_root,
-          'annotations/lvis_v1_train.json', '')
-    assert len(parsed) == 1
+    # a new file, so that no cached statistics spare the reader its parse
+    path = write_edited(synthetic_root, tmp_path, lambda data: None)
+    build('LVISV1LTDataset', synthetic_root, path, '')
+    assert parsed == [osp.realpath(path)]
 
 
 def write_edited(synthetic_root, tmp_path, edit) -> str:
@@ -117,3 +124,42 @@ def test_categories_out_of_id_order_are_refused(synthetic_root, tmp_path):
     with pytest.raises(ValueError,
                        match="categories\\[2\\] \\(id=2\\) follows id 3"):
         build('LVISV1LTDataset', synthetic_root, path, '')
+
+
+def test_data_list_equals_mmdet_on_edge_cases(synthetic_root, tmp_path):
+    """An image without annotations, crowd and sub-pixel boxes, and a
+    category without annotations, filtered as a train set is."""
+    def edit(data):
+        empty = data['images'][2]['id']
+        data['annotations'] = [
+            a for a in data['annotations'] if a['image_id'] != empty]
+        data['annotations'][0]['iscrowd'] = 1
+        data['annotations'][1]['bbox'][2] = 0.5
+        unused = dict(data['categories'][-1])
+        unused.update(id=unused['id'] + 1, name='unused', image_count=0,
+                      instance_count=0)
+        data['categories'].append(unused)
+
+    path = write_edited(synthetic_root, tmp_path, edit)
+    filters = dict(filter_empty_gt=True, min_size=32)
+    with pytest.warns(UserWarning, match='1 crowd .* 1 under 1 px'):
+        ours = build('LVISV1LTDataset', synthetic_root, path, '', filters)
+    theirs = build('LVISV1Dataset', synthetic_root, path, '', filters)
+    assert_same_data(ours, theirs)
+    unfiltered = build('LVISV1LTDataset', synthetic_root, path, '')
+    assert len(ours) < len(unfiltered)  # the image without annotations
+    assert ours.cat_ids[-1] == 31 and 31 not in unfiltered.cat_img_map
+
+
+@pytest.mark.parametrize('entry,field', [('images', 'height'),
+                                         ('annotations', 'area'),
+                                         ('categories', 'name')])
+def test_a_field_mmdet_needs_is_named(synthetic_root, tmp_path, entry,
+                                      field):
+    def edit(data):
+        data[entry][0].pop(field)
+
+    path = write_edited(synthetic_root, tmp_path, edit)
+    with pytest.raises(ValueError, match=field) as e:
+        build('LVISV1LTDataset', synthetic_root, path, '')
+    assert path in str(e.value)
