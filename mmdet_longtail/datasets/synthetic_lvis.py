@@ -123,7 +123,8 @@ def shape_polygon(shape: str, cx: float, cy: float, size: float,
 
 def polygon_area(poly: np.ndarray) -> float:
     x, y = poly[:, 0], poly[:, 1]
-    return float(0.5 * abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
+    return float(0.5 * abs(np.dot(x, np.roll(y, 1)) -
+                           np.dot(y, np.roll(x, 1))))
 
 
 def zipf_image_counts(opts: SyntheticLVISOptions) -> np.ndarray:
@@ -312,7 +313,8 @@ def _render(objects: List[Tuple[int, np.ndarray]], opts: SyntheticLVISOptions,
     for label, poly in objects:
         _, color = class_appearance(label, opts.num_classes)
         jitter = rng.integers(-20, 21, size=3)
-        color = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(color, jitter))
+        color = tuple(
+            int(np.clip(c + j, 0, 255)) for c, j in zip(color, jitter))
         cv2.fillPoly(img, [np.round(poly).astype(np.int32)], color)
     return img
 

@@ -74,7 +74,8 @@ class ProgressBarHook(Hook):
         loss = (outputs or {}).get('loss')
         if isinstance(loss, torch.Tensor):
             loss = loss.detach()
-        self._update(**({} if loss is None else dict(loss=f'{float(loss):.3f}')))
+        self._update(**({} if loss is None else
+                        dict(loss=f'{float(loss):.3f}')))
 
     def after_train(self, runner) -> None:
         self._close()
