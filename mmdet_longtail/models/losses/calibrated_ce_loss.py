@@ -41,7 +41,7 @@ from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import (StatisticsSource,
                                                  load_class_statistics)
 from ..scoring_settings import ScoringSettingsMixin
-from .utils import ClassifierLayout, CustomClassifierMixin
+from .utils import ClassifierLayout, CustomClassifierMixin, upcast_half
 
 NORCAL_METHODS = ('gamma', 'cb')
 
@@ -185,6 +185,11 @@ class CalibratedCrossEntropyLoss(ScoringSettingsMixin, CustomClassifierMixin,
             norcal_log_factors(self.image_count, gamma, settings['method'],
                                self.stats_source)
         return dict(settings, gamma=gamma)
+
+    def forward(self, cls_score: Tensor, *args, **kwargs) -> Tensor:
+        """Training: mmdet's softmax cross-entropy (NorCal changes only the
+        test-time scores), in float32 for half-precision logits."""
+        return super().forward(upcast_half(cls_score), *args, **kwargs)
 
     def cls_channels(self) -> int:
         """C + 1 outputs, as a plain softmax head."""

@@ -308,8 +308,9 @@ class FRACALLoss(PlainClassifierMixin, ScoringSettingsMixin,
         if self.use_sigmoid:
             return self.loss_weight * sigmoid_bce_loss(cls_score, labels,
                                                        reduction)
+        # mmdet's cross-entropy, in float32 for half-precision logits
         return super().forward(
-            cls_score,
+            upcast_half(cls_score),
             labels,
             label_weights,
             avg_factor=avg_factor,

@@ -323,7 +323,8 @@ class PCBLoss(nn.Module):
             reduction=reduction_override or 'mean')
         if self.training:
             self.update_confusion(cls_score, labels)
-        loss = self.base(cls_score, labels, label_weights,
+        # the base loss in float32 for half-precision logits, as the term
+        loss = self.base(upcast_half(cls_score), labels, label_weights,
                          avg_factor=avg_factor,
                          reduction_override=reduction_override, **kwargs)
         alpha = self.current_alpha()
