@@ -28,9 +28,9 @@ from contextlib import contextmanager
 from typing import Iterator, Optional, Tuple
 
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
+from mmengine.dist import all_reduce
 from torch import Tensor
 
 from mmdet.registry import MODELS
@@ -172,9 +172,7 @@ def rank_averaged_update(batch_mean: Tensor, has_foreground: Tensor
     of ranks that contributed (0: no update anywhere).
     """
     packed = torch.cat([batch_mean * has_foreground, has_foreground[None]])
-    if dist.is_available() and dist.is_initialized() and \
-            dist.get_world_size() > 1:
-        dist.all_reduce(packed, op=dist.ReduceOp.SUM)
+    all_reduce(packed, op='sum')  # nothing to do on one process
     contributors = packed[-1]
     return packed[:-1] / contributors.clamp(min=1), contributors
 
