@@ -321,10 +321,11 @@ class PCBLoss(nn.Module):
         reduction = self.inputs.check(
             cls_score, labels, label_weights,
             reduction=reduction_override or 'mean')
+        # once for the confusion update, the base loss and the term
+        cls_score = upcast_half(cls_score)
         if self.training:
             self.update_confusion(cls_score, labels)
-        # the base loss in float32 for half-precision logits, as the term
-        loss = self.base(upcast_half(cls_score), labels, label_weights,
+        loss = self.base(cls_score, labels, label_weights,
                          avg_factor=avg_factor,
                          reduction_override=reduction_override, **kwargs)
         alpha = self.current_alpha()
