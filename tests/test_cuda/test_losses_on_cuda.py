@@ -4,6 +4,7 @@ Each loss is built once, copied to the CPU and to the GPU, and fed the same
 float64 logits for a few training steps: the loss value, the gradient of the
 logits, every buffer (running statistics, confusion EMA, sampling steps)
 after each step and the test-time scores must agree to float64 rounding.
+EFL's compiled sum (its default on CUDA) must equal its eager sum.
 Skipped without a GPU (CI has none). ``MMLT_TEST_DEVICE=cpu`` runs the same
 comparison CPU against CPU, which checks this module itself on a machine
 without a GPU.
@@ -14,8 +15,8 @@ import os
 import pytest
 import torch
 
-from mmdet_longtail.models.losses.efl_loss import EFL
-from loss_zoo import LOSSES, channels, run_step, step_inputs
+from mmdet_longtail.models.losses.efl_loss import EFL, equalized_focal_loss
+from loss_zoo import LOSSES, NUM_CLASSES, channels, run_step, step_inputs
 
 DEVICE = os.environ.get('MMLT_TEST_DEVICE', 'cuda')
 pytestmark = pytest.mark.skipif(
@@ -67,3 +68,28 @@ def test_test_time_scores_equal_the_cpu(name):
     scores = device_loss.get_activation(logits.to(DEVICE)).cpu()
     assert_close(scores, cpu_loss.get_activation(logits),
                  f'{name} test-time scores')
+
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+def test_efl_fused_sum_equals_eager(dtype):
+    """EFL's fused sum (``torch.compile``, its default on CUDA) gives the
+    eager value and gradient on the same device: to float64 rounding, and
+    to float32 rounding of a sum of 672 terms."""
+    gen = torch.Generator().manual_seed(0)
+    logits, labels, weights = step_inputs(0, NUM_CLASSES)
+    gamma = 2 + 8 * torch.rand(NUM_CLASSES, generator=gen,
+                               dtype=torch.float64)
+    gamma = gamma.to(DEVICE, dtype)
+    results = []
+    for fused in (False, True):
+        x = logits.to(DEVICE, dtype, copy=True).requires_grad_()
+        loss = equalized_focal_loss(
+            x, labels.to(DEVICE), gamma, gamma / 2, 0.25,
+            weight=weights.to(DEVICE, dtype), avg_factor=17.0, fused=fused)
+        loss.backward()
+        results.append((loss.detach().cpu(), x.grad.cpu()))
+    (eager, eager_grad), (fused, fused_grad) = results
+    tolerance = TOLERANCE if dtype == torch.float64 else dict(rtol=1e-5,
+                                                              atol=1e-7)
+    torch.testing.assert_close(fused, eager, **tolerance)
+    torch.testing.assert_close(fused_grad, eager_grad, **tolerance)

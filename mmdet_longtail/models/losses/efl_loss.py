@@ -26,6 +26,11 @@ the step has finished (the losses of step t use the statistics of steps
 the same statistics. ``g`` starts at 1, so
 training starts as a plain focal loss (``gamma_j = gamma_b``).
 
+On CUDA logits the loss is summed by a compiled copy of the same function
+(``torch.compile``, ``fuse_on_cuda``): fused kernels that never store the
+(N, C) terms, which at N anchors x 1203 classes take most of the eager
+loss's memory (configs/efl/README.md has the measurement).
+
 Mixed precision (``--amp``): the gradients carry the loss scale, so
 ``pos_grad`` / ``neg_grad`` are scaled too. A step's ratio is unchanged, but
 the sums weight the steps by the scale in use, which changes rarely (it
@@ -43,7 +48,7 @@ from torch.autograd import Variable
 
 from mmdet.registry import MODELS
 from .utils import (ClassifierInputs, GradientStatistics, check_reduction,
-                    upcast_half)
+                    compiled, upcast_half)
 
 
 def efl_focusing_factors(pos_neg: Tensor, gamma_b: float,
@@ -59,7 +64,61 @@ def efl_targets(target: Tensor, num_classes: int) -> Tensor:
     background: no positive) or from targets (N, C), boolean or 0/1."""
     if target.dim() == 2:
         return target if target.dtype == torch.bool else target > 0.5
-    return F.one_hot(target.long(), num_classes + 1)[:, :num_classes].bool()
+    classes = torch.arange(num_classes, device=target.device)
+    return target.unsqueeze(1) == classes
+
+
+def efl_terms(pred: Tensor,
+              target: Tensor,
+              gamma: Tensor,
+              weighting: Tensor,
+              alpha: float,
+              weight: Optional[Tensor] = None) -> Tensor:
+    """(N, C) terms ``w_ij alpha_t weighting_j (1 - p_t) ** gamma_j
+    (-log p_t)`` of logits ``pred`` (N, C) in their dtype."""
+    y = efl_targets(target, pred.size(1)).to(pred.dtype)
+    alpha_t = alpha * y + (1 - alpha) * (1 - y)
+    # -log p_t, from the logits: exact where p_t itself underflows
+    nll = F.binary_cross_entropy_with_logits(pred, y, reduction='none')
+    # (1 - p_t) ** gamma_j as exp(gamma_j * log(1 - p_t)), log(1 - p_t) from
+    # the logits: where 1 - p_t rounds to 0, a power gamma_j < 1 would have
+    # an infinite derivative (NaN gradients), this form a finite one
+    modulating = torch.exp(gamma * F.logsigmoid(pred * (1 - 2 * y)))
+    loss = alpha_t * weighting * modulating * nll
+    if weight is not None:
+        loss = loss * weight.reshape(pred.size(0), -1).to(pred)
+    return loss
+
+
+def efl_sum(pred: Tensor,
+            target: Tensor,
+            gamma: Tensor,
+            weighting: Tensor,
+            alpha: float,
+            weight: Optional[Tensor] = None) -> Tensor:
+    """Sum of :func:`efl_terms`: compiled whole, the (N, C) terms are never
+    stored."""
+    return efl_terms(pred, target, gamma, weighting, alpha, weight).sum()
+
+
+def efl_gradient_magnitudes(grad: Tensor, labels: Tensor) -> Tensor:
+    """(2, C) per-class sums of ``|dL/dx_ij|``: over the positive targets
+    (row 0, ``G+_j``: the anchors labelled j) and over the negative ones
+    (row 1, ``G-_j``: every other anchor).
+
+    ``G-_j`` is the column's total minus ``G+_j``: one pass over the (N, C)
+    gradient and a gather of each anchor's own logit, rather than (N, C)
+    masks and products (what a dense head at LVIS scale pays for).
+    """
+    num_classes = grad.size(1)
+    total = torch.linalg.vector_norm(grad, ord=1, dim=0)
+    # the gradient of each anchor's own class; background rows (label C)
+    # add to a spare column that is dropped
+    labels = labels.long()
+    own = grad.gather(1, labels.clamp(max=num_classes - 1).unsqueeze(1))
+    positive = grad.new_zeros(num_classes + 1).index_add_(
+        0, labels, own.squeeze(1).abs())[:num_classes]
+    return torch.stack([positive, total - positive])
 
 
 def equalized_focal_loss(pred: Tensor,
@@ -70,7 +129,8 @@ def equalized_focal_loss(pred: Tensor,
                          weight: Optional[Tensor] = None,
                          reduction: str = 'mean',
                          avg_factor: Optional[Union[int, float]] = None,
-                         loss_weight: float = 1.0) -> Tensor:
+                         loss_weight: float = 1.0,
+                         fused: bool = False) -> Tensor:
     """Equalized focal loss of logits ``pred`` (N, C).
 
     ``sum_ij w_ij alpha_t weighting_j (1 - p_t) ** gamma_j (-log p_t)``,
@@ -91,33 +151,28 @@ def equalized_focal_loss(pred: Tensor,
             'mean'; mmdet adds float32's eps to it). Defaults to None (mean
             over the elements).
         loss_weight (float): multiplier of the result. Defaults to 1.0.
+        fused (bool): sum the terms with the compiled :func:`efl_sum`
+            (``torch.compile``) instead of eagerly; 'mean' and 'sum' only.
+            Defaults to False.
 
     Returns:
         Tensor: the reduced loss ((N, C) with ``reduction='none'``).
     """
     check_reduction(reduction, 'EFL')
     pred = upcast_half(pred)
-    y = efl_targets(target, pred.size(1)).to(pred.dtype)
     gamma, weighting = gamma.to(pred), weighting.to(pred)
-    alpha_t = alpha * y + (1 - alpha) * (1 - y)
-    # -log p_t, from the logits: exact where p_t itself underflows
-    nll = F.binary_cross_entropy_with_logits(pred, y, reduction='none')
-    # (1 - p_t) ** gamma_j as exp(gamma_j * log(1 - p_t)), log(1 - p_t) from
-    # the logits: where 1 - p_t rounds to 0, a power gamma_j < 1 would have
-    # an infinite derivative (NaN gradients), this form a finite one
-    modulating = torch.exp(gamma * F.logsigmoid(pred * (1 - 2 * y)))
-    loss = alpha_t * weighting * modulating * nll
-    if weight is not None:
-        loss = loss * weight.reshape(pred.size(0), -1).to(pred)
     if reduction == 'none':
-        return loss_weight * loss
+        return loss_weight * efl_terms(pred, target, gamma, weighting, alpha,
+                                       weight)
+    total = (compiled(efl_sum) if fused else efl_sum)(
+        pred, target, gamma, weighting, alpha, weight)
     if reduction == 'sum':
-        return loss_weight * loss.sum()
+        return loss_weight * total
     if avg_factor is None:
-        return loss_weight * loss.sum() / max(loss.numel(), 1)
+        return loss_weight * total / max(pred.numel(), 1)
     # mmdet's weight_reduce_loss divides by avg_factor + eps
     eps = torch.finfo(torch.float32).eps
-    return loss_weight * loss.sum() / (avg_factor + eps)
+    return loss_weight * total / (avg_factor + eps)
 
 
 @MODELS.register_module()
@@ -148,6 +203,10 @@ class EFL(GradientStatistics, nn.Module):
             Defaults to True.
         reduction (str): default reduction, 'none', 'mean' or 'sum'.
             Defaults to 'mean'.
+        fuse_on_cuda (bool): on CUDA logits, sum the loss with the compiled
+            :func:`efl_sum` (``torch.compile``: fused kernels, no (N, C)
+            temporaries; configs/efl/README.md has the measurement).
+            Defaults to True.
     """
 
     def __init__(self,
@@ -157,7 +216,8 @@ class EFL(GradientStatistics, nn.Module):
                  alpha: float = 0.25,
                  loss_weight: float = 1.0,
                  use_sigmoid: bool = True,
-                 reduction: str = 'mean') -> None:
+                 reduction: str = 'mean',
+                 fuse_on_cuda: bool = True) -> None:
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(
                 num_classes, int) or num_classes < 1:
@@ -183,6 +243,7 @@ class EFL(GradientStatistics, nn.Module):
         self.loss_weight = float(loss_weight)
         self.use_sigmoid = True
         self.reduction = reduction
+        self.fuse_on_cuda = bool(fuse_on_cuda)
         # g starts at 1 (a plain focal loss) and stays in [0, 1]
         self.register_gradient_statistics(
             num_classes, initial_ratio=1.0, max_ratio=1.0)
@@ -223,10 +284,7 @@ class EFL(GradientStatistics, nn.Module):
         magnitudes over the positive and the negative targets to the step's
         sums and schedule the update for the end of the backward pass.
         Ignored anchors (label weight 0) have a zero gradient."""
-        y = efl_targets(labels, self.num_classes).to(grad.dtype)
-        magnitude = grad.abs()
-        increment = torch.stack([(magnitude * y).sum(0),
-                                 (magnitude * (1 - y)).sum(0)])
+        increment = efl_gradient_magnitudes(grad, labels)
         self._pending = increment if self._pending is None \
             else self._pending + increment
         if not self._update_queued:
@@ -287,7 +345,8 @@ class EFL(GradientStatistics, nn.Module):
             weight=label_weights,
             reduction=reduction,
             avg_factor=avg_factor,
-            loss_weight=self.loss_weight)
+            loss_weight=self.loss_weight,
+            fused=self.fuse_on_cuda and logits.is_cuda)
 
     def extra_repr(self) -> str:
         return (f'num_classes={self.num_classes}, gamma_b={self.gamma_b}, '

@@ -18,7 +18,9 @@ import torch.nn as nn
 
 from mmdet.models.losses import FocalLoss
 from ddp import run_ddp
-from mmdet_longtail.models.losses.efl_loss import EFL, equalized_focal_loss
+from mmdet_longtail.models.losses.efl_loss import (EFL,
+                                                   efl_gradient_magnitudes,
+                                                   equalized_focal_loss)
 
 GAMMA_B, SCALE, ALPHA = 2.0, 8.0, 0.25
 
@@ -94,6 +96,7 @@ def test_defaults_and_buffers():
     assert torch.equal(state['pos_neg'], torch.ones(5))  # initial ratio 1
     assert torch.equal(state['pos_grad'], torch.zeros(5))
     assert torch.equal(state['neg_grad'], torch.zeros(5))
+    assert efl.fuse_on_cuda  # the compiled sum on CUDA logits
 
 
 def test_value_and_gradient_match_hand_computation():
@@ -134,6 +137,22 @@ def test_statistics_of_one_step_are_the_true_gradient_magnitudes():
         efl.pos_neg, (pos / (neg + 1e-10)).clamp(0, 1), rtol=1e-5, atol=0)
 
 
+@pytest.mark.parametrize('label_dtype', [torch.int64, torch.int32])
+def test_gradient_magnitudes_are_the_masked_sums(label_dtype):
+    """G+_j sums |g_ij| over the anchors labelled j, G-_j over every other
+    anchor (background rows, label C, are negative for every class): the
+    column total minus G+ equals the masked sum in float64."""
+    gen = torch.Generator().manual_seed(0)
+    grad = torch.randn(50, 7, generator=gen, dtype=torch.float64)
+    labels = torch.randint(0, 8, (50, ), generator=gen)
+    target = torch.eye(8, dtype=torch.float64)[labels][:, :7]
+    expected = torch.stack([(grad.abs() * target).sum(0),
+                            (grad.abs() * (1 - target)).sum(0)])
+    torch.testing.assert_close(
+        efl_gradient_magnitudes(grad, labels.to(label_dtype)), expected,
+        rtol=0, atol=1e-12)
+
+
 def test_float64_equals_hand_computation_to_1e_12():
     """float64 logits are computed in float64, and with float64 buffers so
     are the statistics: loss, gradient and one step's statistics equal the
@@ -167,6 +186,38 @@ def test_float64_equals_hand_computation_to_1e_12():
                                             reduction_override='sum')
     assert summed.item() == pytest.approx(
         hand_case(1.0)[0], rel=0, abs=1e-12)
+
+
+def test_fused_sum_equals_hand_computation_to_1e_12():
+    """The compiled sum (``fused=True``: EFL's default on CUDA; compiled
+    here for the CPU) is the same equation: in float64 its loss and
+    gradient, with per-anchor and per-logit weights, equal the hand
+    computation and the eager loss to 1e-12."""
+    exact = dict(rtol=0, atol=1e-12)
+    normaliser = AVG_FACTOR + torch.finfo(torch.float32).eps
+    expected, expected_grad, _, _ = hand_case(normaliser, torch.float64)
+    labels = torch.tensor(LABELS)
+    gamma = torch.tensor(GAMMA, dtype=torch.float64)
+    weighting = torch.tensor(WEIGHTING, dtype=torch.float64)
+    weights = torch.tensor(WEIGHTS, dtype=torch.float64)
+    per_logit = torch.rand(4, 3, dtype=torch.float64,
+                           generator=torch.Generator().manual_seed(0))
+    for weight in (weights, per_logit):
+        results = []
+        for fused in (False, True):
+            logits = torch.tensor(LOGITS, dtype=torch.float64,
+                                  requires_grad=True)
+            loss = equalized_focal_loss(logits, labels, gamma, weighting,
+                                        ALPHA, weight=weight,
+                                        avg_factor=AVG_FACTOR, fused=fused)
+            loss.backward()
+            results.append((loss.detach(), logits.grad))
+        (eager, eager_grad), (fused, fused_grad) = results
+        torch.testing.assert_close(fused, eager, **exact)
+        torch.testing.assert_close(fused_grad, eager_grad, **exact)
+        if weight is weights:
+            assert fused.item() == pytest.approx(expected, rel=0, abs=1e-12)
+            torch.testing.assert_close(fused_grad, expected_grad, **exact)
 
 
 def test_gradcheck_float64_module():

@@ -4,6 +4,7 @@ custom-classifier protocol (with the classifier layout) and the gradient
 statistics of EQLv2 and EFL and the seeded per-step sampling of BAGS and
 the federated loss. Method files import from here, never from each
 other."""
+from .compiled import compiled
 from .custom_classifier import ClassifierLayout, CustomClassifierMixin
 from .gradient_statistics import GradientStatistics
 from .inputs import ClassifierInputs, check_num_classes
@@ -19,7 +20,7 @@ __all__ = [
     'ClassifierInputs', 'ClassifierLayout', 'CustomClassifierMixin',
     'GradientStatistics', 'ObjectnessClassifierMixin', 'PlainClassifierMixin',
     'SeededSampling', 'SigmoidClassifierMixin', 'check_num_classes',
-    'check_reduction', 'foreground_accuracy', 'foreground_targets',
-    'reduce_roi_losses', 'sampling_rng', 'upcast_half',
+    'check_reduction', 'compiled', 'foreground_accuracy',
+    'foreground_targets', 'reduce_roi_losses', 'sampling_rng', 'upcast_half',
     'with_zero_background'
 ]
