@@ -137,20 +137,63 @@ def test_statistics_of_one_step_are_the_true_gradient_magnitudes():
         efl.pos_neg, (pos / (neg + 1e-10)).clamp(0, 1), rtol=1e-5, atol=0)
 
 
+def masked_magnitudes(grad: torch.Tensor,
+                      labels: torch.Tensor) -> torch.Tensor:
+    """[G+, G-] (2, C) as the definition reads: |g| times the one-hot
+    targets, |g| times their complement, summed over the anchors."""
+    num_classes = grad.size(1)
+    target = torch.eye(num_classes + 1, dtype=grad.dtype)[labels.long()]
+    target = target[:, :num_classes]
+    return torch.stack([(grad.abs() * target).sum(0),
+                        (grad.abs() * (1 - target)).sum(0)])
+
+
 @pytest.mark.parametrize('label_dtype', [torch.int64, torch.int32])
 def test_gradient_magnitudes_are_the_masked_sums(label_dtype):
     """G+_j sums |g_ij| over the anchors labelled j, G-_j over every other
-    anchor (background rows, label C, are negative for every class): the
-    column total minus G+ equals the masked sum in float64."""
+    anchor (background rows, label C, are negative for every class)."""
     gen = torch.Generator().manual_seed(0)
     grad = torch.randn(50, 7, generator=gen, dtype=torch.float64)
     labels = torch.randint(0, 8, (50, ), generator=gen)
-    target = torch.eye(8, dtype=torch.float64)[labels][:, :7]
-    expected = torch.stack([(grad.abs() * target).sum(0),
-                            (grad.abs() * (1 - target)).sum(0)])
     torch.testing.assert_close(
-        efl_gradient_magnitudes(grad, labels.to(label_dtype)), expected,
-        rtol=0, atol=1e-12)
+        efl_gradient_magnitudes(grad, labels.to(label_dtype)),
+        masked_magnitudes(grad, labels), rtol=0, atol=1e-12)
+
+
+def test_gradient_magnitudes_keep_negatives_far_below_the_positives():
+    """EFL's regime for a rare class: float32 negatives of 1e-13 against
+    positives of 0.3. G- is summed directly, not as a column total minus
+    G+ (which would round it to 0), so it equals the masked sum."""
+    grad = torch.full((100000, 8), 1e-13)
+    labels = torch.full((100000, ), 8)
+    labels[:48] = torch.arange(48) % 8
+    grad[torch.arange(48), labels[:48]] = 0.3
+    magnitudes = efl_gradient_magnitudes(grad, labels)
+    expected = masked_magnitudes(grad, labels)
+    assert float(expected[1].min()) > 9e-9
+    torch.testing.assert_close(magnitudes, expected, rtol=1e-6, atol=0)
+
+
+def test_fused_sum_under_autocast_equals_eager():
+    """Under autocast (what ``--amp`` runs the head in) the half-precision
+    logits are summed in float32 by the compiled function as eagerly."""
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(64, 5, generator=gen).bfloat16()
+    labels = torch.randint(0, 6, (64, ), generator=gen)
+    gamma = 2 + 8 * torch.rand(5, generator=gen)
+    results = []
+    for fused in (False, True):
+        x = logits.clone().requires_grad_()
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            loss = equalized_focal_loss(x, labels, gamma, gamma / 2, 0.25,
+                                        avg_factor=9.0, fused=fused)
+        loss.backward()
+        assert loss.dtype == torch.float32
+        results.append((loss.detach(), x.grad.float()))
+    torch.testing.assert_close(results[1][0], results[0][0], rtol=1e-5,
+                               atol=0)
+    torch.testing.assert_close(results[1][1], results[0][1], rtol=1e-2,
+                               atol=1e-6)
 
 
 def test_float64_equals_hand_computation_to_1e_12():
