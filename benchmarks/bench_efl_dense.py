@@ -16,9 +16,11 @@ mmcv's fused CUDA kernel ``sigmoid_focal_loss``), ``EFL`` eager
 (``fuse_on_cuda=False``) and, on a GPU, ``EFL`` fused (the default on CUDA;
 the terms compiled by ``torch.compile``, see ``mmdet_longtail/models/losses/
 utils/compiled.py``). ``--dtype float16`` gives the losses float16 logits
-inside ``torch.autocast``, as a head trained with ``--amp`` does. Timing is round robin: each repetition times every
-loss once on fresh logits; a ratio is the median over the repetitions of
-the ratio of two losses' times in the same repetition. Memory is the
+inside ``torch.autocast``, as a head trained with ``--amp`` does.
+
+Timing is round robin: each repetition times every loss once on fresh
+logits; a ratio is the median over the repetitions of the ratio of two
+losses' times in the same repetition. Memory is the
 allocator's peak during the step above what the logits hold (GPU only).
 The fused loss's first call, which compiles, is reported on its own.
 
