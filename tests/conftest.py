@@ -97,6 +97,8 @@ class ToolRunner:
         env = dict(os.environ)
         env['MMLT_SYNTHETIC_ROOT'] = self.data_root
         env.setdefault('OMP_NUM_THREADS', THREADS)
+        # a crash in C++ (a gloo rank's abort) prints the Python stacks
+        env.setdefault('PYTHONFAULTHANDLER', '1')
         if extra:
             env.update(extra)
         return env

@@ -63,6 +63,18 @@ def apply_cpu_distributed_defaults(cfg) -> None:
         dist.init_process_group(backend='gloo')
 
 
+def leave_process_group() -> None:
+    """End a distributed job as PyTorch asks: every rank destroys the
+    process group once its work is done. Left to interpreter exit, the
+    group's C++ threads are torn down while Python is being finalized,
+    which has aborted a finished gloo rank (SIGABRT, 'terminate called
+    without an active exception') after its checkpoint was saved."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def add_progress_bars(cfg) -> None:
     """Progress bars for training, testing and the LVIS evaluation."""
     import mmdet_longtail.engine.hooks  # noqa: F401 (registers the hook)

@@ -25,7 +25,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from _runner_utils import (apply_cpu_distributed_defaults,  # noqa: E402
-                           build_runner, load_config)
+                           build_runner, leave_process_group, load_config)
 
 TABLE_ITEMS = ('AP', 'AP50', 'AP75', 'APr', 'APc', 'APf')
 FIXED_POOL_ITEMS = ('AP_fixed', 'APr_fixed', 'AP_pool')
@@ -134,6 +134,7 @@ def main() -> None:
     table = format_lvis_table(metrics or {})
     if table and runner.rank == 0:
         print('\nLVIS results (%):\n' + table, flush=True)
+    leave_process_group()
 
 
 if __name__ == '__main__':

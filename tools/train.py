@@ -11,7 +11,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from _runner_utils import (apply_cpu_distributed_defaults,  # noqa: E402
-                           build_runner, load_config)
+                           build_runner, leave_process_group, load_config)
 
 
 def parse_args() -> argparse.Namespace:
@@ -95,6 +95,7 @@ def main() -> None:
     apply_cpu_distributed_defaults(cfg)
     runner = build_runner(cfg, progress=args.progress)
     runner.train()
+    leave_process_group()
 
 
 if __name__ == '__main__':
