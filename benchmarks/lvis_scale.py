@@ -18,7 +18,8 @@ pipelines scaled to ``--scale`` (0 keeps the config's), an iteration-based
 loop without validation and with a checkpoint at the end (deleted once
 tested, unless ``--keep-checkpoints``), log lines every iteration, no
 pretrained backbone (nothing downloads) and no ``load_from``, dataloaders
-without worker processes (so the peak memory is that of one process). The
+without worker processes (so the peak memory is that of one process), and
+with ``--profile`` mmengine's ``ProfilerHook`` over the timed iterations. The
 data root goes in through ``--cfg-options`` (train and test dataloaders and
 the test evaluator's ``ann_file``); the models' class statistics come from
 ``train_dataloader.dataset`` (``LongTailRunner``).
@@ -39,12 +40,21 @@ Ratios above the goals are flagged: RoI-head methods (BAGS, EQL, EQLv2,
 Seesaw, TDE, NorCal, tau-norm, LWS) 1.05, EFL 1.10. The table goes to the
 console (Markdown) and, with the numbers, to ``<work-dir>/lvis_scale.json``.
 
+``--profile`` finds where a method's extra time goes: each train run also
+prints ``torch.profiler``'s table of its timed iterations (operators and,
+on a GPU, kernels and host waits such as ``cudaStreamSynchronize``, sorted
+by self CPU time) at the end of ``runs/<config>/train.log``; compare a
+method's table with its baseline's. The profiler slows the steps, so take
+the ratios from a run without it. Test time is not profiled.
+
 Examples:
     python benchmarks/lvis_scale.py --configs \\
         configs/lvis/mask-rcnn_r50_fpn_ms-1x_lvis-v1.py \\
         configs/eql/mask-rcnn_r50_fpn_eql_ms-1x_lvis-v1.py
     python benchmarks/lvis_scale.py                      # every real config
     python benchmarks/lvis_scale.py --device cuda --amp --scale 0 --iters 30
+    python benchmarks/lvis_scale.py --device cuda --profile --configs \
+        configs/eqlv2/mask-rcnn_r50_fpn_eqlv2_ms-1x_lvis-v1.py
 """
 import argparse
 import glob
@@ -149,6 +159,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--min-class-images', type=int, default=2)
     parser.add_argument('--timeout', type=int, default=3600,
                         help='seconds per train or test process')
+    parser.add_argument(
+        '--profile',
+        action='store_true',
+        help='print torch.profiler\'s table of the timed train iterations '
+        'in each run\'s train.log (slows them: not for the ratios)')
     parser.add_argument(
         '--keep-checkpoints',
         action='store_true',
@@ -288,9 +303,23 @@ def _nest(depth: int, inner: str) -> str:
     return inner
 
 
-def wrapper_config(config: str, args) -> str:
+def profiler_hook(args, gpu: bool) -> dict:
+    """mmengine's ProfilerHook recording the iterations after ``--warmup``
+    and printing their operator table when the last one ends."""
+    return dict(
+        type='ProfilerHook',
+        by_epoch=False,
+        profile_times=args.iters,
+        schedule=dict(wait=0, warmup=args.warmup,
+                      active=args.iters - args.warmup),
+        activity_with_cuda=gpu,
+        on_trace_ready=dict(type='log_trace', sort_by='self_cpu_time_total',
+                            row_limit=40))
+
+
+def wrapper_config(config: str, args, gpu: bool = False) -> str:
     """Text of the config a run uses: ``config`` with the short-run
-    changes (see the module docstring)."""
+    changes (see the module docstring); ``gpu``: the runs see a GPU."""
     from mmengine.config import Config
     cfg = Config.fromfile(osp.join(REPO_ROOT, config))
     lines = [
@@ -321,6 +350,9 @@ def wrapper_config(config: str, args) -> str:
                 f'dict(pipeline={pprint.pformat(pipeline, width=1000)})')
         lines.append(f'{loader} = dict(num_workers=0, '
                      f'persistent_workers=False{dataset})')
+    if args.profile:
+        lines.append('custom_hooks = _base_.custom_hooks + '
+                     f'[{profiler_hook(args, gpu)!r}]')
     return '\n'.join(lines) + '\n'
 
 
@@ -422,13 +454,14 @@ def train_numbers(scalars: List[dict], warmup: int) -> dict:
         gpu_mem_mib=max(memory) if memory else None)
 
 
-def train_and_test(run: Run, args, env: dict, data_root: str) -> None:
+def train_and_test(run: Run, args, env: dict, data_root: str,
+                   gpu: bool = False) -> None:
     from mmengine.config import Config
     out = osp.join(args.work_dir, 'runs', run.name)
     os.makedirs(out, exist_ok=True)
     wrapper = osp.join(out, 'config.py')
     with open(wrapper, 'w') as f:
-        f.write(wrapper_config(run.config, args))
+        f.write(wrapper_config(run.config, args, gpu))
     cfg = Config.fromfile(wrapper)
     loaders = {
         name: dataset_depth(cfg[name])
@@ -596,16 +629,19 @@ def main(argv=None) -> int:
     start, load = time.time(), [os.getloadavg()[0]]
     for i, run in enumerate(runs):
         print(f'[{i + 1}/{len(runs)}] {run.key}', flush=True)
-        train_and_test(run, args, env, roots[run.dataset])
+        train_and_test(run, args, env, roots[run.dataset], gpu)
         load.append(os.getloadavg()[0])
         print(f'    {run.result}', flush=True)
     fill_ratios(runs)
     text = table(runs, gpu)
     command = 'python benchmarks/lvis_scale.py ' + ' '.join(
         sys.argv[1:] if argv is None else argv)
+    profiled = ' (profiled: the profiler slows the steps; take no ratio ' \
+        'from this run)' if args.profile else ''
     print(f'\n{command}\n'
-          f'device: {"GPU" if gpu else "CPU"}{" + AMP" if args.amp else ""}, '
-          f'{args.iters} train iterations (first {args.warmup} left out), '
+          f'device: {"GPU" if gpu else "CPU"}{" + AMP" if args.amp else ""}'
+          f'{profiled}, {args.iters} train iterations (first '
+          f'{args.warmup} left out), '
           f'{args.test_images} test images (first {args.test_warmup} left '
           f'out), scale {args.scale or "config"}, {args.train_images} train '
           f'images of {args.image_size} px, '

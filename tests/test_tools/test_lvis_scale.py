@@ -83,7 +83,7 @@ def test_rescale_pipeline():
 
 def test_wrapper_config_and_data_options(tmp_path):
     from mmengine.config import Config
-    args = SimpleNamespace(scale=96, iters=5)
+    args = SimpleNamespace(scale=96, iters=5, profile=False)
     config = 'configs/eql/mask-rcnn_r50_fpn_eql_ms-1x_lvis-v1.py'
     path = tmp_path / 'config.py'
     path.write_text(lvis_scale.wrapper_config(config, args))
@@ -110,6 +110,32 @@ def test_wrapper_config_and_data_options(tmp_path):
         'test_evaluator.ann_file=/d/lvis_v1/annotations/lvis_v1_val.json',
         'model.backbone.depth=101',
     ]
+
+
+@pytest.mark.parametrize('gpu', [False, True])
+def test_profile_appends_mmengine_profiler_to_the_configs_hooks(
+        tmp_path, gpu):
+    """--profile: the config's own hooks stay (the decoupled BAGS config
+    freezes all but the classifier) and ProfilerHook records the
+    iterations after the warm-up, on the GPU too when there is one."""
+    from mmengine.config import Config
+    config = 'configs/bags/mask-rcnn_r50_fpn_bags-decoupled_ms-1x_lvis-v1.py'
+    args = SimpleNamespace(scale=0, iters=6, warmup=2, profile=True)
+    path = tmp_path / 'config.py'
+    path.write_text(lvis_scale.wrapper_config(config, args, gpu))
+    hooks = Config.fromfile(str(path)).custom_hooks
+    shipped = Config.fromfile(osp.join(lvis_scale.REPO_ROOT,
+                                       config)).custom_hooks
+    assert hooks[:-1] == shipped and shipped
+    profiler = hooks[-1]
+    assert profiler.type == 'ProfilerHook' and not profiler.by_epoch
+    assert profiler.profile_times == 6
+    assert profiler.schedule == dict(wait=0, warmup=2, active=4)
+    assert profiler.activity_with_cuda is gpu
+    assert profiler.on_trace_ready.type == 'log_trace'
+    args.profile = False
+    path.write_text(lvis_scale.wrapper_config(config, args, gpu))
+    assert Config.fromfile(str(path)).custom_hooks == shipped
 
 
 def test_log_parsing_ratios_and_table():
@@ -172,7 +198,7 @@ def test_a_run_reads_its_logs_and_deletes_its_checkpoint(
     run = lvis_scale.Run(config, 'lvis-v1')
     args = SimpleNamespace(work_dir=str(tmp_path), scale=64, iters=3,
                            warmup=1, test_warmup=1, amp=False, timeout=60,
-                           keep_checkpoints=keep)
+                           keep_checkpoints=keep, profile=False)
     commands = []
 
     def fake_run(cmd, log_path, env, timeout):
