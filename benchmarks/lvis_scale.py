@@ -41,11 +41,12 @@ Seesaw, TDE, NorCal, tau-norm, LWS) 1.05, EFL 1.10. The table goes to the
 console (Markdown) and, with the numbers, to ``<work-dir>/lvis_scale.json``.
 
 ``--profile`` finds where a method's extra time goes: each train run also
-prints ``torch.profiler``'s table of its timed iterations (operators and,
-on a GPU, kernels and host waits such as ``cudaStreamSynchronize``, sorted
-by self CPU time) at the end of ``runs/<config>/train.log``; compare a
-method's table with its baseline's. The profiler slows the steps, so take
-the ratios from a run without it. Test time is not profiled.
+prints ``torch.profiler``'s table of its timed iterations, every operator
+(on a GPU with its kernels' device time, sorted by it, and host waits such
+as ``cudaStreamSynchronize``; on a CPU sorted by self CPU time), near the
+end of ``runs/<config>/train.log``; compare a method's table with its
+baseline's. The profiler slows the steps, so take the ratios from a run
+without it. Test time is not profiled.
 
 Examples:
     python benchmarks/lvis_scale.py --configs \\
@@ -53,7 +54,7 @@ Examples:
         configs/eql/mask-rcnn_r50_fpn_eql_ms-1x_lvis-v1.py
     python benchmarks/lvis_scale.py                      # every real config
     python benchmarks/lvis_scale.py --device cuda --amp --scale 0 --iters 30
-    python benchmarks/lvis_scale.py --device cuda --profile --configs \
+    python benchmarks/lvis_scale.py --device cuda --profile --configs \\
         configs/eqlv2/mask-rcnn_r50_fpn_eqlv2_ms-1x_lvis-v1.py
 """
 import argparse
@@ -305,21 +306,33 @@ def _nest(depth: int, inner: str) -> str:
 
 def profiler_hook(args, gpu: bool) -> dict:
     """mmengine's ProfilerHook recording the iterations after ``--warmup``
-    and printing their operator table when the last one ends."""
+    once and printing the table of all their operators (sorted by self
+    device time on a GPU, self CPU time otherwise) when the last one ends.
+    """
     return dict(
         type='ProfilerHook',
         by_epoch=False,
         profile_times=args.iters,
         schedule=dict(wait=0, warmup=args.warmup,
-                      active=args.iters - args.warmup),
+                      active=args.iters - args.warmup, repeat=1),
         activity_with_cuda=gpu,
-        on_trace_ready=dict(type='log_trace', sort_by='self_cpu_time_total',
-                            row_limit=40))
+        on_trace_ready=dict(
+            type='log_trace',
+            sort_by='self_cuda_time_total' if gpu else 'self_cpu_time_total',
+            row_limit=-1))
 
 
-def wrapper_config(config: str, args, gpu: bool = False) -> str:
+def profiled_train_config(wrapper: str, args, gpu: bool) -> str:
+    """Text of the train config of a ``--profile`` run: ``wrapper`` (the
+    test's config too) with the profiler added to its hooks."""
+    return (f'_base_ = {wrapper!r}\n'
+            'custom_hooks = _base_.custom_hooks + '
+            f'[{profiler_hook(args, gpu)!r}]\n')
+
+
+def wrapper_config(config: str, args) -> str:
     """Text of the config a run uses: ``config`` with the short-run
-    changes (see the module docstring); ``gpu``: the runs see a GPU."""
+    changes (see the module docstring)."""
     from mmengine.config import Config
     cfg = Config.fromfile(osp.join(REPO_ROOT, config))
     lines = [
@@ -350,9 +363,6 @@ def wrapper_config(config: str, args, gpu: bool = False) -> str:
                 f'dict(pipeline={pprint.pformat(pipeline, width=1000)})')
         lines.append(f'{loader} = dict(num_workers=0, '
                      f'persistent_workers=False{dataset})')
-    if args.profile:
-        lines.append('custom_hooks = _base_.custom_hooks + '
-                     f'[{profiler_hook(args, gpu)!r}]')
     return '\n'.join(lines) + '\n'
 
 
@@ -461,7 +471,14 @@ def train_and_test(run: Run, args, env: dict, data_root: str,
     os.makedirs(out, exist_ok=True)
     wrapper = osp.join(out, 'config.py')
     with open(wrapper, 'w') as f:
-        f.write(wrapper_config(run.config, args, gpu))
+        f.write(wrapper_config(run.config, args))
+    train_config = wrapper
+    if args.profile:
+        # only the train run: a ProfilerHook in tools/test.py's runner
+        # would build the train loop and start a profiler there
+        train_config = osp.join(out, 'train_config.py')
+        with open(train_config, 'w') as f:
+            f.write(profiled_train_config(wrapper, args, gpu))
     cfg = Config.fromfile(wrapper)
     loaders = {
         name: dataset_depth(cfg[name])
@@ -469,7 +486,7 @@ def train_and_test(run: Run, args, env: dict, data_root: str,
     }
     options = data_options(run, loaders, data_root)
     train_cmd = [
-        sys.executable, 'tools/train.py', wrapper, '--work-dir',
+        sys.executable, 'tools/train.py', train_config, '--work-dir',
         osp.join(out, 'train'), '--cfg-options', *options
     ] + (['--amp'] if args.amp else [])
     code, wall, rss = run_measured(train_cmd, osp.join(out, 'train.log'), env,

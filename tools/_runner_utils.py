@@ -64,13 +64,16 @@ def apply_cpu_distributed_defaults(cfg) -> None:
 
 
 def leave_process_group() -> None:
-    """End a distributed job as PyTorch asks: every rank destroys the
-    process group once its work is done. Left to interpreter exit, the
-    group's C++ threads are torn down while Python is being finalized,
-    which has aborted a finished gloo rank (SIGABRT, 'terminate called
-    without an active exception') after its checkpoint was saved."""
+    """End a distributed job as PyTorch's documentation asks: every rank
+    destroys the process group once its work is done, so that the group's
+    threads stop while Python is alive rather than during interpreter
+    finalization. Call it once the runner is deleted: its DDP wrapper
+    holds the group."""
+    import gc
+
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
+        gc.collect()  # what the runner left in reference cycles
         dist.barrier()
         dist.destroy_process_group()
 

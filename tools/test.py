@@ -134,6 +134,7 @@ def main() -> None:
     table = format_lvis_table(metrics or {})
     if table and runner.rank == 0:
         print('\nLVIS results (%):\n' + table, flush=True)
+    del runner
     leave_process_group()
 
 

@@ -95,6 +95,7 @@ def main() -> None:
     apply_cpu_distributed_defaults(cfg)
     runner = build_runner(cfg, progress=args.progress)
     runner.train()
+    del runner
     leave_process_group()
 
 

@@ -3,6 +3,7 @@ baseline and the right goal, the wrapper config, the log parsing, and one run
 with its train and test processes faked (numbers read, checkpoint removed)."""
 import json
 import os
+import re
 import os.path as osp
 import sys
 from types import SimpleNamespace
@@ -113,29 +114,57 @@ def test_wrapper_config_and_data_options(tmp_path):
 
 
 @pytest.mark.parametrize('gpu', [False, True])
-def test_profile_appends_mmengine_profiler_to_the_configs_hooks(
+def test_profile_adds_mmengine_profiler_to_the_train_config_only(
         tmp_path, gpu):
-    """--profile: the config's own hooks stay (the decoupled BAGS config
-    freezes all but the classifier) and ProfilerHook records the
-    iterations after the warm-up, on the GPU too when there is one."""
+    """--profile: the train config keeps the config's own hooks (the
+    decoupled BAGS config freezes all but the classifier) and adds
+    ProfilerHook; the test config, the wrapper, has no profiler."""
     from mmengine.config import Config
     config = 'configs/bags/mask-rcnn_r50_fpn_bags-decoupled_ms-1x_lvis-v1.py'
     args = SimpleNamespace(scale=0, iters=6, warmup=2, profile=True)
-    path = tmp_path / 'config.py'
-    path.write_text(lvis_scale.wrapper_config(config, args, gpu))
-    hooks = Config.fromfile(str(path)).custom_hooks
-    shipped = Config.fromfile(osp.join(lvis_scale.REPO_ROOT,
-                                       config)).custom_hooks
-    assert hooks[:-1] == shipped and shipped
-    profiler = hooks[-1]
-    assert profiler.type == 'ProfilerHook' and not profiler.by_epoch
-    assert profiler.profile_times == 6
-    assert profiler.schedule == dict(wait=0, warmup=2, active=4)
+    wrapper = tmp_path / 'config.py'
+    wrapper.write_text(lvis_scale.wrapper_config(config, args))
+    train = tmp_path / 'train_config.py'
+    train.write_text(
+        lvis_scale.profiled_train_config(str(wrapper), args, gpu))
+    shipped = Config.fromfile(osp.join(REPO_ROOT, config)).custom_hooks
+    assert shipped and Config.fromfile(str(wrapper)).custom_hooks == shipped
+    train_cfg = Config.fromfile(str(train))
+    assert train_cfg.train_cfg.max_iters == 6  # the wrapper's, inherited
+    assert train_cfg.custom_hooks[:-1] == shipped
+    profiler = train_cfg.custom_hooks[-1]
+    assert profiler.type == 'ProfilerHook'
     assert profiler.activity_with_cuda is gpu
-    assert profiler.on_trace_ready.type == 'log_trace'
-    args.profile = False
-    path.write_text(lvis_scale.wrapper_config(config, args, gpu))
-    assert Config.fromfile(str(path)).custom_hooks == shipped
+    assert profiler.on_trace_ready.sort_by == (
+        'self_cuda_time_total' if gpu else 'self_cpu_time_total')
+
+
+def test_profiler_records_the_iterations_after_the_warmup(capsys):
+    """mmengine's ProfilerHook as --profile configures it, stepped like a
+    6-iteration training with a warm-up of 2: one table, of iterations 2
+    to 5 (the ones the time per step counts)."""
+    import logging
+
+    import torch
+    from mmengine.hooks import ProfilerHook
+    cfg = lvis_scale.profiler_hook(SimpleNamespace(iters=6, warmup=2),
+                                   gpu=False)
+    assert cfg.pop('type') == 'ProfilerHook'
+    hook = ProfilerHook(**cfg)
+    runner = SimpleNamespace(max_iters=6, iter=0, log_dir='.',
+                             logger=logging.getLogger('profile-test'))
+    hook.before_run(runner)
+    for it in range(6):
+        runner.iter = it
+        with torch.profiler.record_function(f'iteration_{it}'):
+            torch.ones(4).sum()
+        hook.after_train_iter(runner, it, None, None)
+    hook.after_train_epoch(runner)  # what the loop calls at its end
+    out = capsys.readouterr().out
+    assert out.count('Self CPU time total') == 1
+    recorded = {int(m) for m in re.findall(r'^\s*iteration_(\d+) ', out,
+                                           re.M)}
+    assert recorded == {2, 3, 4, 5}
 
 
 def test_log_parsing_ratios_and_table():
