@@ -18,10 +18,11 @@ pipelines scaled to ``--scale`` (0 keeps the config's), an iteration-based
 loop without validation and with a checkpoint at the end (deleted once
 tested, unless ``--keep-checkpoints``), log lines every iteration, no
 pretrained backbone (nothing downloads) and no ``load_from``, dataloaders
-without worker processes (so the peak memory is that of one process), and
-with ``--profile`` mmengine's ``ProfilerHook`` over the timed iterations. The
-data root goes in through ``--cfg-options`` (train and test dataloaders and
-the test evaluator's ``ann_file``); the models' class statistics come from
+without worker processes (so the peak memory is that of one process). With
+``--profile`` the train run's config inherits it and adds mmengine's
+``ProfilerHook`` over the timed iterations. The data root goes in through
+``--cfg-options`` (train and test dataloaders and the test evaluator's
+``ann_file``); the models' class statistics come from
 ``train_dataloader.dataset`` (``LongTailRunner``).
 
 Baselines: ``configs/lvis/<framework>_r50_fpn_ms-1x_lvis-v1.py`` (v1) or

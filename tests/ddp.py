@@ -4,9 +4,9 @@
 on a free TCP port of this machine, runs ``worker(rank, world_size, *args)``
 with one torch thread (the ranks share the cores), then waits for the others
 and leaves the group; a rank that finished cleanly then exits at once.
-``free_port()`` is the port choice for tools that take
-one (``PORT`` of tools/dist_train.sh): no two tests, or two concurrent runs
-of the suite, meet on a fixed port.
+``free_port()`` is the port choice for tools that take one (``PORT`` of
+tools/dist_train.sh): no two tests, or two concurrent runs of the suite,
+meet on a fixed port.
 """
 import faulthandler
 import os

@@ -3,8 +3,8 @@ baseline and the right goal, the wrapper config, the log parsing, and one run
 with its train and test processes faked (numbers read, checkpoint removed)."""
 import json
 import os
-import re
 import os.path as osp
+import re
 import sys
 from types import SimpleNamespace
 
@@ -84,7 +84,7 @@ def test_rescale_pipeline():
 
 def test_wrapper_config_and_data_options(tmp_path):
     from mmengine.config import Config
-    args = SimpleNamespace(scale=96, iters=5, profile=False)
+    args = SimpleNamespace(scale=96, iters=5)
     config = 'configs/eql/mask-rcnn_r50_fpn_eql_ms-1x_lvis-v1.py'
     path = tmp_path / 'config.py'
     path.write_text(lvis_scale.wrapper_config(config, args))
@@ -121,7 +121,7 @@ def test_profile_adds_mmengine_profiler_to_the_train_config_only(
     ProfilerHook; the test config, the wrapper, has no profiler."""
     from mmengine.config import Config
     config = 'configs/bags/mask-rcnn_r50_fpn_bags-decoupled_ms-1x_lvis-v1.py'
-    args = SimpleNamespace(scale=0, iters=6, warmup=2, profile=True)
+    args = SimpleNamespace(scale=0, iters=6, warmup=2)
     wrapper = tmp_path / 'config.py'
     wrapper.write_text(lvis_scale.wrapper_config(config, args))
     train = tmp_path / 'train_config.py'
