@@ -12,13 +12,14 @@ Why the import and the check: a few torch modules take ``group.WORLD`` as a
 default argument when they are first imported
 (``torch.distributed.nn.functional``, ``ZeroRedundancyOptimizer``; mmengine
 and so the package import both). Imported after ``init_process_group``
-they hold the group past ``destroy_process_group``; its gloo threads are
-then destroyed while the interpreter shuts down, which now and then
-aborted a finished rank in CI (SIGABRT, 'terminate called without an
-active exception'). Imported first, as tools/train.py imports mmengine's
+they hold the group past ``destroy_process_group``, whose shutdown does
+not stop gloo's threads: they stop when the last reference goes, here
+while the interpreter shuts down, which now and then aborted a finished
+rank in CI (SIGABRT, 'terminate called without an active exception'). Imported first, as tools/train.py imports mmengine's
 runner before the runner starts the group, they hold ``None``.
 """
 import faulthandler
+import gc
 import os
 import socket
 import time
@@ -58,6 +59,7 @@ def _group_threads() -> list:
 def _check_the_group_is_gone(timeout: float = 5.0) -> None:
     """Raise if the group's threads outlive destroy_process_group (they
     leave within ``timeout`` seconds once the group is freed)."""
+    gc.collect()  # a worker's reference cycles (a DDP reducer) hold it too
     deadline = time.monotonic() + timeout
     while _group_threads() and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -65,10 +67,11 @@ def _check_the_group_is_gone(timeout: float = 5.0) -> None:
     if left:
         raise RuntimeError(
             f'the process group outlived destroy_process_group: threads '
-            f'{left} still run, so they would be destroyed during '
-            f'interpreter shutdown (an abort). Something imported after '
-            f'init_process_group holds group.WORLD; import it in '
-            f'tests/ddp.py before the group starts.')
+            f'{left} still run and may abort the rank during interpreter '
+            f'shutdown. Something still holds the group: a module imported '
+            f'after init_process_group that took group.WORLD as a default '
+            f'argument (import it in tests/ddp.py before the group starts), '
+            f'or an object the worker left alive.')
 
 
 def _rank_main(rank: int, world_size: int, port: int, worker: Callable,
