@@ -15,8 +15,9 @@ and so the package import both). Imported after ``init_process_group``
 they hold the group past ``destroy_process_group``, whose shutdown does
 not stop gloo's threads: they stop when the last reference goes, here
 while the interpreter shuts down, which now and then aborted a finished
-rank in CI (SIGABRT, 'terminate called without an active exception'). Imported first, as tools/train.py imports mmengine's
-runner before the runner starts the group, they hold ``None``.
+rank in CI (SIGABRT, 'terminate called without an active exception').
+Imported first, as tools/train.py imports mmengine's runner before the
+runner starts the group, they hold ``None``.
 """
 import faulthandler
 import gc
