@@ -46,11 +46,14 @@ def test_norcal_gamma_hand_computed():
     # z = (ln 2, ln 2, 0): exp = (2, 2, 1) -> s = (2, 1, 1), sum 4
     # -> p = (0.5, 0.25, 0.25); the plain softmax is (0.4, 0.4, 0.2).
     loss = norcal_loss([1, 4], gamma=0.5)
-    z = torch.tensor([[math.log(2), math.log(2), 0.0]])
+    z = torch.tensor([[math.log(2), math.log(2), 0.0]], dtype=torch.float64)
     torch.testing.assert_close(
-        loss.get_activation(z), torch.tensor([[0.5, 0.25, 0.25]]))
+        loss.get_activation(z),
+        torch.tensor([[0.5, 0.25, 0.25]], dtype=torch.float64),
+        rtol=0, atol=1e-12)
     torch.testing.assert_close(
-        F.softmax(z, -1), torch.tensor([[0.4, 0.4, 0.2]]))
+        F.softmax(z, -1), torch.tensor([[0.4, 0.4, 0.2]], dtype=torch.float64),
+        rtol=0, atol=1e-12)
 
 
 def test_norcal_class_balanced_hand_computed():
@@ -58,11 +61,13 @@ def test_norcal_class_balanced_hand_computed():
     # a_1 = 0.5 / (1 - 0.25) = 2/3.  z = (0, ln 3, 0): exp = (1, 3, 1)
     # -> s = (1, 2, 1) -> p = (0.25, 0.5, 0.25).
     loss = norcal_loss([1, 2], gamma=0.5, method='cb')
-    z = torch.tensor([[0.0, math.log(3), 0.0]])
+    z = torch.tensor([[0.0, math.log(3), 0.0]], dtype=torch.float64)
     torch.testing.assert_close(
-        loss.get_activation(z), torch.tensor([[0.25, 0.5, 0.25]]))
+        loss.get_activation(z),
+        torch.tensor([[0.25, 0.5, 0.25]], dtype=torch.float64),
+        rtol=0, atol=1e-12)
     factors = norcal_log_factors([1, 2], 0.5, 'cb')
-    assert factors == pytest.approx([0.0, math.log(2 / 3)])
+    assert factors == pytest.approx([0.0, math.log(2 / 3)], rel=0, abs=1e-12)
 
 
 @pytest.mark.parametrize('method', ['gamma', 'cb'])
@@ -157,8 +162,40 @@ def test_norcal_bad_input_is_refused():
     norcal_loss([3, 0], gamma=0.0)
     with pytest.raises(ValueError, match='use_sigmoid'):
         CalibratedCrossEntropyLoss(num_classes=2, use_sigmoid=True)
-    with pytest.raises(ValueError, match='columns'):
+    with pytest.raises(ValueError, match=r'expects 3 logits.*got \(3, 4\)'):
         norcal_loss([1, 2], gamma=0.5).get_activation(torch.zeros(3, 4))
+    with pytest.raises(ValueError, match='num_classes must be >= 1, got 0'):
+        CalibratedCrossEntropyLoss(num_classes=0)
+
+
+@pytest.mark.parametrize('logits, labels, match', [
+    (torch.zeros(2, 6), torch.tensor([0, 1]), r'expects 3 logits'),
+    (torch.tensor([[0.0, float('nan'), 0.0]]), torch.tensor([0]),
+     'cls_score is not finite'),
+    (torch.zeros(1, 3), torch.tensor([7]), r'labels must lie in \[0, 2\]'),
+    (torch.zeros(2, 3), torch.tensor([0]), r'labels must be \(2,\)'),
+])
+def test_norcal_training_inputs_are_checked(logits, labels, match):
+    """The training loss refuses what it cannot train on, naming itself
+    (before, 6 logits for C = 2 trained silently)."""
+    loss = norcal_loss([1, 2], gamma=0.5)
+    with pytest.raises(ValueError, match='CalibratedCrossEntropyLoss: ' +
+                       match):
+        loss(logits, labels)
+
+
+def test_norcal_trains_as_cross_entropy_float64():
+    """Training is mmdet's softmax CE over C + 1 columns: in float64 equal
+    to the hand-computed -log p_y, with a float64 gradcheck."""
+    loss = norcal_loss([1, 4], gamma=0.5)
+    # z = (ln 2, ln 2, 0): softmax (0.4, 0.4, 0.2); labels 0 and 2 (bg)
+    z = torch.tensor([[math.log(2), math.log(2), 0.0]] * 2,
+                     dtype=torch.float64, requires_grad=True)
+    labels = torch.tensor([0, 2])
+    expected = (-math.log(0.4) - math.log(0.2)) / 2
+    assert loss(z, labels).item() == pytest.approx(expected, rel=0,
+                                                   abs=1e-12)
+    assert torch.autograd.gradcheck(lambda x: loss(x, labels), (z, ))
 
 
 def test_norcal_scores_through_the_bbox_head_protocol():

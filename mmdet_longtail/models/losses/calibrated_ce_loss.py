@@ -36,12 +36,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from mmdet.models.losses import CrossEntropyLoss, accuracy
+from mmdet.models.losses import CrossEntropyLoss
 from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import (StatisticsSource,
                                                  load_class_statistics)
 from ..scoring_settings import ScoringSettingsMixin
-from .utils import ClassifierLayout, CustomClassifierMixin, upcast_half
+from .utils import PlainClassifierMixin, check_num_classes, upcast_half
 
 NORCAL_METHODS = ('gamma', 'cb')
 
@@ -111,7 +111,7 @@ def norcal_scores(cls_score: Tensor, log_factors: Tensor) -> Tensor:
 
 
 @MODELS.register_module()
-class CalibratedCrossEntropyLoss(ScoringSettingsMixin, CustomClassifierMixin,
+class CalibratedCrossEntropyLoss(ScoringSettingsMixin, PlainClassifierMixin,
                                  CrossEntropyLoss):
     """Softmax cross-entropy for training, NorCal scores at test time.
 
@@ -155,7 +155,9 @@ class CalibratedCrossEntropyLoss(ScoringSettingsMixin, CustomClassifierMixin,
                              'classifier: use_sigmoid and use_mask must be '
                              'False')
         super().__init__(**kwargs)
-        self.num_classes = int(num_classes)
+        self.num_classes = check_num_classes('CalibratedCrossEntropyLoss',
+                                             num_classes)
+        self.inputs = self.classifier_inputs('CalibratedCrossEntropyLoss')
         check_norcal_gamma(gamma, method)
         self.image_count: Optional[np.ndarray] = None
         self.stats_source = 'counts'
@@ -186,18 +188,20 @@ class CalibratedCrossEntropyLoss(ScoringSettingsMixin, CustomClassifierMixin,
                                self.stats_source)
         return dict(settings, gamma=gamma)
 
-    def forward(self, cls_score: Tensor, *args, **kwargs) -> Tensor:
+    def forward(self,
+                cls_score: Tensor,
+                label: Tensor,
+                weight: Optional[Tensor] = None,
+                avg_factor: Optional[float] = None,
+                reduction_override: Optional[str] = None,
+                **kwargs) -> Tensor:
         """Training: mmdet's softmax cross-entropy (NorCal changes only the
         test-time scores), in float32 for half-precision logits."""
-        return super().forward(upcast_half(cls_score), *args, **kwargs)
-
-    def cls_channels(self) -> int:
-        """C + 1 outputs, as a plain softmax head."""
-        return self.num_classes + 1
-
-    def classifier_layout(self) -> ClassifierLayout:
-        """Class c in row c, the background last (as a softmax head)."""
-        return ClassifierLayout.softmax(self.num_classes)
+        self.inputs.check(cls_score, label, weight,
+                          reduction_override or self.reduction)
+        return super().forward(
+            upcast_half(cls_score), label, weight, avg_factor,
+            reduction_override, **kwargs)
 
     def log_factors(self) -> Tensor:
         """``log a_c`` for the current ``gamma`` / ``method`` (float64; the
@@ -220,16 +224,13 @@ class CalibratedCrossEntropyLoss(ScoringSettingsMixin, CustomClassifierMixin,
         return self._log_factors
 
     def get_activation(self, cls_score: Tensor) -> Tensor:
-        """NorCal scores (N, C + 1), background last."""
+        """NorCal scores (N, C + 1), background last, float32 for
+        half-precision logits."""
+        self.inputs.check_logits(cls_score)
         if self.gamma == 0:
             # exactly the stock softmax head
-            return F.softmax(cls_score, dim=-1)
-        return norcal_scores(cls_score, self.log_factors())
-
-    def get_accuracy(self, cls_score: Tensor,
-                     labels: Tensor) -> Dict[str, Tensor]:
-        """Training accuracy on the raw logits, as mmdet logs it for CE."""
-        return dict(acc=accuracy(cls_score, labels))
+            return self.plain_scores(cls_score)
+        return norcal_scores(upcast_half(cls_score), self.log_factors())
 
     def extra_repr(self) -> str:
         return (f'num_classes={self.num_classes}, gamma={self.gamma}, '

@@ -61,7 +61,7 @@ from mmdet_longtail.datasets.class_stats import (ClassStatistics,
                                                  positive_image_counts)
 from mmdet_longtail.datasets.fractal_dimension import get_fractal_dimensions
 from ..scoring_settings import ScoringSettingsMixin
-from .utils import (ClassifierInputs, PlainClassifierMixin, check_num_classes,
+from .utils import (PlainClassifierMixin, check_num_classes,
                     foreground_targets, reduce_roi_losses, upcast_half,
                     with_zero_background)
 
@@ -213,12 +213,7 @@ class FRACALLoss(PlainClassifierMixin, ScoringSettingsMixin,
                  logit_adjustment=logit_adjustment))
         self.fractal_lambda = settings['fractal_lambda']
         self.logit_adjustment = settings['logit_adjustment']
-        width = self.cls_channels()
-        self.inputs = ClassifierInputs(
-            OWNER, self.num_classes, width,
-            f'C={self.num_classes} sigmoid classes, no background logit'
-            if self.use_sigmoid else f'C={self.num_classes} classes + '
-            f'background')
+        self.inputs = self.classifier_inputs(OWNER)
 
     def check_scoring_settings(self, settings: Dict[str, Any]
                                ) -> Dict[str, Any]:

@@ -38,8 +38,7 @@ from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import (StatisticsSource,
                                                  load_class_statistics,
                                                  positive_image_counts)
-from .utils import (ClassifierInputs, ClassifierLayout, CustomClassifierMixin,
-                    check_num_classes, upcast_half)
+from .utils import PlainClassifierMixin, check_num_classes, upcast_half
 
 IIF_LOG_BASES = ('e', 2, 10)
 
@@ -113,7 +112,7 @@ def iif_loss(cls_score: Tensor,
 
 
 @MODELS.register_module()
-class IIFLoss(CustomClassifierMixin, nn.Module):
+class IIFLoss(PlainClassifierMixin, nn.Module):
     """Inverse Image Frequency softmax loss (Alexandridis et al., TIP 2023)
     for RoI heads.
 
@@ -140,6 +139,9 @@ class IIFLoss(CustomClassifierMixin, nn.Module):
         loss_weight (float): multiplier of the loss. Defaults to 1.0.
     """
 
+    #: C + 1 softmax outputs, background last (PlainClassifierMixin)
+    use_sigmoid = False
+
     def __init__(self,
                  num_classes: int,
                  class_statistics: Optional[StatisticsSource] = None,
@@ -157,17 +159,7 @@ class IIFLoss(CustomClassifierMixin, nn.Module):
         # derived from the dataset, so not part of checkpoints
         self.register_buffer(
             'logit_weights', torch.from_numpy(weights), persistent=False)
-        self.inputs = ClassifierInputs(
-            'IIFLoss', self.num_classes, self.num_classes + 1,
-            f'C={self.num_classes} classes + background last')
-
-    def cls_channels(self) -> int:
-        """C + 1 outputs, as a plain softmax head."""
-        return self.num_classes + 1
-
-    def classifier_layout(self) -> ClassifierLayout:
-        """Class c in row c, the background last (as a softmax head)."""
-        return ClassifierLayout.softmax(self.num_classes)
+        self.inputs = self.classifier_inputs('IIFLoss')
 
     def get_activation(self, cls_score: Tensor) -> Tensor:
         """Scores (N, C + 1): ``softmax(w * z)``, background last."""

@@ -58,7 +58,7 @@ from mmdet.models.losses import weight_reduce_loss
 from mmdet.registry import MODELS
 from mmdet_longtail.datasets.class_stats import (StatisticsSource,
                                                  load_class_statistics)
-from .utils import (ClassifierInputs, PlainClassifierMixin, check_num_classes,
+from .utils import (PlainClassifierMixin, check_num_classes,
                     foreground_targets, upcast_half)
 
 WEIGHTINGS = ('class_balanced', 'cost_sensitive')
@@ -208,12 +208,7 @@ class ReweightedCrossEntropyLoss(PlainClassifierMixin, nn.Module):
             torch.from_numpy(np.append(weights, 1.0)),
             persistent=False)
         self._log_weights(stats.source)
-        columns = self.cls_channels()
-        self.inputs = ClassifierInputs(
-            'ReweightedCrossEntropyLoss', self.num_classes, columns,
-            f'C={self.num_classes} sigmoid logits, no background logit'
-            if self.use_sigmoid else
-            f'C + 1 = {columns} softmax logits, background last')
+        self.inputs = self.classifier_inputs('ReweightedCrossEntropyLoss')
 
     def _log_weights(self, source: str) -> None:
         weights = self.class_weight[:-1].numpy()

@@ -37,3 +37,18 @@ def test_float16_logits_compute_in_float32(name):
             assert buffer.dtype == dtypes[key], f'{name}: {key}'
             torch.testing.assert_close(buffer, buffers32[key], rtol=1e-6,
                                        atol=1e-7, msg=f'{name}: {key}')
+
+
+@pytest.mark.parametrize('name', sorted(
+    name for name, build in LOSSES.items()
+    if getattr(build(), 'custom_activation', False)))
+def test_float16_logits_score_in_float32(name):
+    """Test-time scores (``get_activation``) of float16 logits are float32
+    and equal the scores of the same logits given in float32."""
+    loss = LOSSES[name]().float().eval().to(DEVICE)
+    logits, _, _ = step_inputs(0, channels(loss))
+    half = logits.half().to(DEVICE)
+    scores16 = loss.get_activation(half)
+    assert scores16.dtype == torch.float32, name
+    torch.testing.assert_close(
+        scores16, loss.get_activation(half.float()), rtol=0, atol=0)

@@ -10,15 +10,29 @@ from torch import Tensor
 
 from mmdet.models.losses import accuracy
 from .custom_classifier import ClassifierLayout, CustomClassifierMixin
+from .inputs import ClassifierInputs
+from .precision import upcast_half
 from .sigmoid_classifier import foreground_accuracy, with_zero_background
 
 
 class PlainClassifierMixin(CustomClassifierMixin):
     """C + 1 softmax outputs, or C sigmoid outputs when ``use_sigmoid``;
     scored by :meth:`plain_scores` unless the loss overrides
-    :meth:`get_activation`."""
+    :meth:`get_activation`. The loss sets ``self.inputs`` from
+    :meth:`classifier_inputs`."""
 
     use_sigmoid: bool
+    inputs: ClassifierInputs
+
+    def classifier_inputs(self, owner: str) -> ClassifierInputs:
+        """The input checks of :meth:`cls_channels` logits, errors named
+        ``owner``."""
+        if self.use_sigmoid:
+            layout = f'C={self.num_classes} classes, no background logit'
+        else:
+            layout = f'C={self.num_classes} classes + background last'
+        return ClassifierInputs(owner, self.num_classes, self.cls_channels(),
+                                layout)
 
     def cls_channels(self) -> int:
         """C sigmoid logits, or C + 1 softmax logits (background last)."""
@@ -32,7 +46,9 @@ class PlainClassifierMixin(CustomClassifierMixin):
 
     def plain_scores(self, cls_score: Tensor) -> Tensor:
         """Scores (N, C + 1), background last: the softmax, or the sigmoid
-        with a zero background column."""
+        with a zero background column; float32 for half-precision
+        logits."""
+        cls_score = upcast_half(cls_score)
         if self.use_sigmoid:
             return with_zero_background(torch.sigmoid(cls_score))
         return F.softmax(cls_score, dim=-1)
