@@ -114,8 +114,12 @@ def test_loss_equals_hand_computation():
     expected = (g1 + g2 + g_bg) / 3
 
     loss = make_loss(loss_weight=2.0)
-    value = loss(torch.tensor(LOGITS), torch.tensor(LABELS))
-    assert value.item() == pytest.approx(2 * expected, rel=1e-6)
+    value = loss(torch.tensor(LOGITS, dtype=torch.float64),
+                 torch.tensor(LABELS))
+    assert value.dtype == torch.float64
+    assert value.item() == pytest.approx(2 * expected, rel=0, abs=1e-12)
+    value32 = loss(torch.tensor(LOGITS), torch.tensor(LABELS))
+    assert value32.item() == pytest.approx(2 * expected, rel=1e-6)
 
 
 def test_gradient_equals_analytic_form():

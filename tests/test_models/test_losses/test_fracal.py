@@ -244,6 +244,16 @@ def test_trains_as_the_plain_model():
     torch.testing.assert_close(zs.grad, (p - y) / 6, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize('use_sigmoid', [False, True])
+def test_gradcheck_float64(use_sigmoid):
+    loss = fracal(use_sigmoid=use_sigmoid)
+    torch.manual_seed(0)
+    z = torch.randn(6, loss.cls_channels(), dtype=torch.float64,
+                    requires_grad=True)
+    labels = torch.tensor([0, 3, 2, 3, 1, 3])
+    assert torch.autograd.gradcheck(lambda x: loss(x, labels), (z, ))
+
+
 def test_half_logits_scored_in_float32():
     z = torch.randn(4, 4).half()
     scores = fracal().get_activation(z)
