@@ -21,6 +21,11 @@ from torch import nn
 from mmdet.registry import MODELS
 
 STATISTICS_ARG = 'class_statistics'
+#: the arguments that ``class_statistics`` replaced (EQLoss: ann_file,
+#: image_freq; GroupSoftmaxLoss: ann_file, instance_count;
+#: CalibratedCrossEntropyLoss: ann_file, class_stats), so that a config or
+#: a checkpoint's saved config from before says how to migrate
+RETIRED_ARGS = ('ann_file', 'image_freq', 'instance_count', 'class_stats')
 
 
 def train_annotation_file(dataset_cfg: Optional[dict]) -> Optional[str]:
@@ -61,10 +66,23 @@ def takes_class_statistics(module_type: Any) -> bool:
         STATISTICS_ARG in inspect.signature(cls).parameters
 
 
+def check_retired_args(component_cfg: dict) -> None:
+    """A clear error for the arguments ``class_statistics`` replaced."""
+    retired = [arg for arg in RETIRED_ARGS if arg in component_cfg]
+    if retired:
+        raise ValueError(
+            f'{component_cfg["type"]}: {retired} are no longer arguments; '
+            f'delete them. The class statistics come from the train '
+            f'annotation file of train_dataloader.dataset (LongTailRunner '
+            f'fills {STATISTICS_ARG}), or give {STATISTICS_ARG}= a file or '
+            f'dict(image_count=..., instance_count=..., num_images=...)')
+
+
 def fill_class_statistics(model_cfg: Union[dict, list],
-                          ann_file: str) -> List[str]:
+                          ann_file: Optional[str]) -> List[str]:
     """Give ``ann_file`` to every component of ``model_cfg`` (in place) that
-    takes ``class_statistics`` and has none; returns their types."""
+    takes ``class_statistics`` and has none (with ``ann_file`` None, only
+    check them for retired arguments); returns the types given it."""
     filled = []
     if isinstance(model_cfg, (list, tuple)):
         for item in model_cfg:
@@ -72,10 +90,11 @@ def fill_class_statistics(model_cfg: Union[dict, list],
         return filled
     if not isinstance(model_cfg, dict):
         return filled
-    if 'type' in model_cfg and model_cfg.get(STATISTICS_ARG) is None \
-            and takes_class_statistics(model_cfg['type']):
-        model_cfg[STATISTICS_ARG] = ann_file
-        filled.append(str(model_cfg['type']))
+    if 'type' in model_cfg and takes_class_statistics(model_cfg['type']):
+        check_retired_args(model_cfg)
+        if model_cfg.get(STATISTICS_ARG) is None and ann_file:
+            model_cfg[STATISTICS_ARG] = ann_file
+            filled.append(str(model_cfg['type']))
     for value in model_cfg.values():
         filled += fill_class_statistics(value, ann_file)
     return filled
@@ -89,8 +108,8 @@ def give_class_statistics(model_cfg: dict,
     call this."""
     dataset_cfg = train_dataloader_cfg.get('dataset') if isinstance(
         train_dataloader_cfg, dict) else None
-    ann_file = train_annotation_file(dataset_cfg)
-    return fill_class_statistics(model_cfg, ann_file) if ann_file else []
+    return fill_class_statistics(model_cfg,
+                                 train_annotation_file(dataset_cfg))
 
 
 @RUNNERS.register_module()

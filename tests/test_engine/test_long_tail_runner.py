@@ -63,6 +63,33 @@ def test_fill_reaches_every_stage_and_keeps_explicit_statistics():
     assert give_class_statistics(model, None) == []
 
 
+@pytest.mark.parametrize('loss_cfg, retired', [
+    (dict(type='EQLoss', num_classes=3, lambda_threshold=1e-3,
+          ann_file='train.json'), "['ann_file']"),
+    (dict(type='EQLoss', num_classes=3, lambda_threshold=1e-3,
+          image_freq=[0.1, 0.2, 0.3]), "['image_freq']"),
+    (dict(type='GroupSoftmaxLoss', num_classes=3, ann_file='a.json',
+          instance_count=[1, 2, 3]), "['ann_file', 'instance_count']"),
+    (dict(type='CalibratedCrossEntropyLoss', num_classes=3,
+          class_stats=dict(image_count=[1, 2, 3])), "['class_stats']"),
+])
+@pytest.mark.parametrize('train_file', ['train.json', None])
+def test_retired_statistics_arguments_say_how_to_migrate(
+        loss_cfg, retired, train_file):
+    """A config from before class_statistics (or a checkpoint's saved
+    config, which the tools rebuild through the same route) fails with the
+    argument and the way to migrate, not a bare TypeError."""
+    import mmdet_longtail  # noqa: F401
+    model = dict(type='FasterRCNN',
+                 roi_head=dict(bbox_head=dict(type='Shared2FCBBoxHead',
+                                              loss_cls=loss_cfg)))
+    with pytest.raises(ValueError) as error:
+        fill_class_statistics(model, train_file)
+    message = str(error.value)
+    assert message.startswith(f"{loss_cfg['type']}: {retired} are no longer")
+    assert 'train_dataloader.dataset' in message
+
+
 def copy_train_file(synthetic_root: str, new_root: str) -> str:
     """The synthetic train file under another data root, with one class's
     instances doubled so that the copy's statistics differ."""
