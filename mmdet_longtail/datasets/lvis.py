@@ -11,17 +11,23 @@ input are generic. These subclasses change only that:
   ``not_exhaustive_category_ids``;
 * the file is parsed once, and checked by the one reader
   (``load_lvis_with_statistics``): a malformed entry, a missing file, a file
-  without ``categories`` and an image listed but missing on disk raise
-  errors that name the file, field and value; entries mmdet's loader skips
+  without ``categories`` and an image listed but missing (or empty) on disk
+  raise errors that name the file, field and value; entries mmdet's loader
+  skips are counted in one warning;
+* when the pipeline loads masks, an annotation without ``segmentation``
+  raises such an error (mmdet fails later with ``KeyError: 'mask'``), and
+  the instances mmdet ignores for want of a polygon of 6 or more coordinates
   are counted in one warning.
 """
 import os.path as osp
+import warnings
 from collections import defaultdict
 from typing import List, Optional
 
 from mmdet.datasets import LVISV05Dataset, LVISV1Dataset
 from mmdet.registry import DATASETS
 from .class_stats import load_lvis_with_statistics
+from .lvis_checks import has_valid_polygon
 
 
 class _LongTailLVISMixin:
@@ -47,6 +53,8 @@ class _LongTailLVISMixin:
         # file, entry, field and value of a malformed entry
         ann, _ = load_lvis_with_statistics(self.ann_file)
         self._set_classes(ann['categories'])
+        if self.loads_masks():
+            self._check_masks(ann['annotations'])
         # the index lvis-api builds: annotations per image and image ids
         # per category (one per annotation), both in file order
         anns_of_image = defaultdict(list)
@@ -75,7 +83,42 @@ class _LongTailLVISMixin:
                     raise FileNotFoundError(
                         f'{self.ann_file}: image id {info["img_id"]} is '
                         f'listed but its file is missing: {info["img_path"]}')
+                if osp.getsize(info['img_path']) == 0:
+                    # OpenCV's error on it names no file
+                    raise ValueError(
+                        f'{self.ann_file}: image id {info["img_id"]}: its '
+                        f'file is empty: {info["img_path"]}')
         return data_list
+
+    def loads_masks(self) -> bool:
+        """Whether the pipeline loads instance masks (``LoadAnnotations``
+        with ``with_mask=True``)."""
+        return any(
+            getattr(transform, 'with_mask', False)
+            for transform in getattr(self.pipeline, 'transforms', []))
+
+    def _check_masks(self, annotations: List[dict]) -> None:
+        """Every annotation has a segmentation (checked well-formed by the
+        reader); one warning counts those mmdet's ``LoadAnnotations``
+        ignores, which the class statistics count."""
+        without_polygon = []
+        for i, item in enumerate(annotations):
+            if not item.get('segmentation'):
+                raise ValueError(
+                    f"{self.ann_file}: annotations[{i}] (id={item['id']}) has "
+                    f"no 'segmentation' (got {item.get('segmentation')!r}), "
+                    f'and the pipeline loads masks (LoadAnnotations with '
+                    f'with_mask=True)')
+            if not has_valid_polygon(item['segmentation']):
+                without_polygon.append(item['id'])
+        if without_polygon:
+            warnings.warn(
+                f'{self.ann_file}: {len(without_polygon)} of '
+                f'{len(annotations)} annotations (ids '
+                f'{without_polygon[:5]}) have no polygon of an even number '
+                f">= 6 of coordinates: mmdet's LoadAnnotations ignores them "
+                f'when it loads masks, but the class statistics count them',
+                stacklevel=2)
 
     def _set_classes(self, categories: List[dict]) -> None:
         """Labels in the file's category order, as mmdet's loader and

@@ -6,7 +6,8 @@ so every consumer of a file sees the same verdict:
 
 * a malformed entry raises ``ValueError`` naming the file, the entry, the
   field and the value (a box with a negative size, an annotation whose
-  ``image_id`` is not an image, a string inside a ``bbox``, ...);
+  ``image_id`` is not an image, a string inside a ``bbox`` or a polygon, an
+  image's ``neg_category_ids`` naming no category, ...);
 * a well-formed annotation that mmdet's loader skips (``CocoDataset.
   parse_data_info``: a box under 1 px wide or high, with a zero area, outside
   its image, marked ``ignore``) or keeps as ignored (``iscrowd``) is counted
@@ -71,6 +72,14 @@ def _unique_ids(items: List[Any], field: str, source: str) -> Dict[int, Any]:
 
 def _check_categories(categories: List[Any], source: str) -> Dict[int, Any]:
     by_id = _unique_ids(categories, 'categories', source)
+    with_letter = ['frequency' in cat for cat in categories]
+    if any(with_letter) and not all(with_letter):
+        # letters are taken from the file only when every category has one
+        i = with_letter.index(False)
+        raise ValueError(
+            f"{source}: {_entry('categories', i, categories[i])} has no "
+            f"'frequency' while {sum(with_letter)} of {len(categories)} "
+            f"categories have one; give every category its letter or none")
     for i, cat in enumerate(categories):
         if i and cat['id'] < categories[i - 1]['id']:
             # mmdet's loader and evaluator label classes in file order, the
@@ -87,7 +96,8 @@ def _check_categories(categories: List[Any], source: str) -> Dict[int, Any]:
     return by_id
 
 
-def _check_images(images: List[Any], source: str) -> Dict[int, Any]:
+def _check_images(images: List[Any], categories: Dict[int, Any],
+                  source: str) -> Dict[int, Any]:
     by_id = _unique_ids(images, 'images', source)
     for i, img in enumerate(images):
         for name in ('width', 'height'):
@@ -95,7 +105,40 @@ def _check_images(images: List[Any], source: str) -> Dict[int, Any]:
                 raise ValueError(f"{source}: {_entry('images', i, img)}: "
                                  f'{name}={img[name]!r} must be a positive '
                                  f'number')
+        # the evaluator reads them: LVIS's federated ground truth
+        for name in ('neg_category_ids', 'not_exhaustive_category_ids'):
+            ids = img.get(name, [])
+            if not (isinstance(ids, list) and all(
+                    _is_int(c) and c in categories for c in ids)):
+                raise ValueError(f"{source}: {_entry('images', i, img)}: "
+                                 f'{name}={ids!r} must be a list of ids in '
+                                 f"'categories'")
     return by_id
+
+
+def _is_polygon(polygon: Any) -> bool:
+    return isinstance(polygon, list) and all(map(_is_number, polygon))
+
+
+def _is_rle(mask: Any) -> bool:
+    size = mask.get('size')
+    return isinstance(mask.get('counts'), (list, str)) and \
+        isinstance(size, list) and len(size) == 2 and all(map(_is_int, size))
+
+
+def _check_segmentation(segmentation: Any, where: str) -> None:
+    """Polygons (lists of numbers) or an RLE dict (``counts``, ``size``),
+    as mmdet's ``LoadAnnotations`` reads them."""
+    if isinstance(segmentation, list):
+        for polygon in segmentation:
+            if not _is_polygon(polygon):
+                raise ValueError(f'{where}: segmentation polygon '
+                                 f'{polygon!r} must be a list of numbers '
+                                 f'[x1, y1, x2, y2, ...]')
+    elif not (isinstance(segmentation, dict) and _is_rle(segmentation)):
+        raise ValueError(f'{where}: segmentation={segmentation!r} must be a '
+                         f"list of polygons or an RLE dict with 'counts' "
+                         f"and 'size' [height, width]")
 
 
 def _check_annotation(i: int, ann: Any, images: Dict[int, Any],
@@ -103,10 +146,12 @@ def _check_annotation(i: int, ann: Any, images: Dict[int, Any],
     where = f'{source}: {_entry("annotations", i, ann)}'
     if not isinstance(ann, dict):
         raise ValueError(f'{where} must be a dict, got {ann!r}')
-    if ann.get('image_id') not in images:
+    # (True == 1 as a dict key: a bool must not pass as an id)
+    if not (_is_int(ann.get('image_id')) and ann['image_id'] in images):
         raise ValueError(f"{where}: image_id={ann.get('image_id')!r} is "
                          f"not an id in 'images'")
-    if ann.get('category_id') not in categories:
+    if not (_is_int(ann.get('category_id'))
+            and ann['category_id'] in categories):
         raise ValueError(f'{where}: category_id='
                          f"{ann.get('category_id')!r} is not an id in "
                          f"'categories'")
@@ -122,6 +167,19 @@ def _check_annotation(i: int, ann: Any, images: Dict[int, Any],
     if not (_is_number(area) and area >= 0):
         raise ValueError(f'{where}: area={area!r} must be a finite number '
                          f'>= 0')
+    if 'segmentation' in ann:
+        _check_segmentation(ann['segmentation'], where)
+
+
+def has_valid_polygon(segmentation: Any) -> bool:
+    """Whether mmdet's ``LoadAnnotations`` loads a mask from a checked
+    ``segmentation``: an RLE, or a polygon of an even number >= 6 of
+    coordinates (else it ignores the instance)."""
+    if isinstance(segmentation, dict):
+        return True
+    return any(
+        len(polygon) >= 6 and len(polygon) % 2 == 0
+        for polygon in segmentation or [])
 
 
 def loader_skip_reason(ann: dict, image: dict) -> str:
@@ -152,7 +210,7 @@ def check_lvis_annotations(ann: Any, source: str) -> Dict[str, int]:
     """
     _check_top_level(ann, source)
     categories = _check_categories(ann['categories'], source)
-    images = _check_images(ann['images'], source)
+    images = _check_images(ann['images'], categories, source)
     annotations = ann['annotations']
     _unique_ids(annotations, 'annotations', source)
     skipped: Counter = Counter()

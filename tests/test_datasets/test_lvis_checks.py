@@ -87,6 +87,38 @@ MALFORMED = {
     'category id a string': (
         lambda d: d['categories'][1].__setitem__('id', '2'),
         r"categories\[1\] \(id='2'\): id='2' must be an integer"),
+    # True == 1 as a dict key, so a bool once passed as image / category 1
+    'image_id a bool': (set_ann('image_id', True),
+                        r"annotations\[0\] \(id=1\): image_id=True is not "
+                        r"an id in 'images'"),
+    'category_id a bool': (set_ann('category_id', True),
+                           r"annotations\[0\] \(id=1\): category_id=True "
+                           r"is not an id in 'categories'"),
+    'segmentation a string': (
+        set_ann('segmentation', 'abc'),
+        r"annotations\[0\] \(id=1\): segmentation='abc' must be a list of "
+        r'polygons or an RLE dict'),
+    'string in a polygon': (
+        set_ann('segmentation', [[1, 2, 'x', 4, 5, 6]]),
+        r"annotations\[0\] \(id=1\): segmentation polygon \[1, 2, 'x', 4, "
+        r'5, 6\] must be a list of numbers'),
+    'RLE without size': (
+        set_ann('segmentation', {'counts': 'abc'}),
+        r"segmentation=\{'counts': 'abc'\} must be a list of polygons or "
+        r"an RLE dict with 'counts' and 'size'"),
+    'neg_category_ids of no category': (
+        lambda d: d['images'][0].__setitem__('neg_category_ids', [999]),
+        r"images\[0\] \(id=1\): neg_category_ids=\[999\] must be a list "
+        r"of ids in 'categories'"),
+    'not_exhaustive_category_ids a string': (
+        lambda d: d['images'][1].__setitem__('not_exhaustive_category_ids',
+                                             'abc'),
+        r"images\[1\] \(id=2\): not_exhaustive_category_ids='abc' must be"),
+    # the letters come from the file only when every category has one
+    'one category without frequency': (
+        lambda d: d['categories'][1].pop('frequency'),
+        r"categories\[1\] \(id=2\) has no 'frequency' while 1 of 2 "
+        r'categories have one'),
 }
 
 
@@ -167,3 +199,75 @@ def test_dataset_names_a_truncated_file(tmp_path):
     with pytest.raises(ValueError, match='is not valid JSON') as error:
         build_dataset(str(tmp_path) + '/', str(path))
     assert str(path) in str(error.value)
+
+
+def build_mask_dataset(ann_file: str, with_mask: bool = True):
+    """The LVIS dataset with a pipeline that loads masks, as Mask R-CNN's
+    (or only boxes, as Faster R-CNN's)."""
+    from mmdet.registry import DATASETS
+    from mmdet.utils import register_all_modules
+    register_all_modules()
+    return DATASETS.build(
+        dict(type='LVISV1LTDataset', data_root='', ann_file=ann_file,
+             data_prefix=dict(img=''), check_images=False,
+             pipeline=[dict(type='LoadAnnotations', with_bbox=True,
+                            with_mask=with_mask)]))
+
+
+def with_polygons(data: dict) -> dict:
+    for ann in data['annotations']:
+        x, y, w, h = ann['bbox']
+        ann['segmentation'] = [[x, y, x + w, y, x + w, y + h]]
+    return data
+
+
+def test_a_mask_pipeline_needs_every_segmentation(tmp_path):
+    data = with_polygons(small_lvis())
+    del data['annotations'][1]['segmentation']
+    path = write(tmp_path, data)
+    # boxes only: the segmentation is not read
+    assert len(build_mask_dataset(path, with_mask=False)) == 2
+    with pytest.raises(ValueError) as error:
+        build_mask_dataset(path)
+    assert str(error.value).startswith(
+        f"{path}: annotations[1] (id=2) has no 'segmentation' (got None), "
+        'and the pipeline loads masks')
+
+
+def test_instances_without_a_loadable_polygon_are_reported(tmp_path):
+    """mmdet's LoadAnnotations ignores an instance whose polygons all have
+    fewer than 6 (or an odd number of) coordinates; the statistics count
+    it, so the dataset says so with counts."""
+    data = with_polygons(small_lvis())
+    data['annotations'][0]['segmentation'] = [[10, 10, 30, 10]]
+    data['annotations'][2]['segmentation'] = [[1, 2, 4, 2, 4, 6, 1]]
+    path = write(tmp_path, data)
+    with pytest.warns(UserWarning) as record:
+        dataset = build_mask_dataset(path)
+    (warning, ) = [w for w in record if 'polygon' in str(w.message)]
+    assert str(warning.message).startswith(
+        f'{path}: 2 of 3 annotations (ids [1, 3]) have no polygon of an even '
+        f"number >= 6 of coordinates: mmdet's LoadAnnotations ignores them")
+    # the loader does ignore them, and the statistics count them
+    flags = [
+        dataset.pipeline(dict(dataset.get_data_info(i),
+                              ori_shape=(80, 100)))['gt_ignore_flags']
+        for i in range(2)
+    ]
+    assert [f.tolist() for f in flags] == [[True, False], [True]]
+    assert get_class_statistics(path).instance_count.tolist() == [1, 2]
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        build_mask_dataset(write(tmp_path, with_polygons(small_lvis()),
+                                 'valid.json'))
+
+
+def test_an_empty_image_file_is_named(tmp_path):
+    (tmp_path / 'x').mkdir()
+    (tmp_path / 'x' / '1.jpg').write_bytes(b'not empty')
+    (tmp_path / 'x' / '2.jpg').write_bytes(b'')
+    path = write(tmp_path, small_lvis())
+    with pytest.raises(ValueError) as error:
+        build_dataset(str(tmp_path) + '/', path)
+    assert str(error.value) == (
+        f'{path}: image id 2: its file is empty: {tmp_path}/x/2.jpg')
