@@ -480,7 +480,7 @@ def load_lvis_json(ann_file: str) -> dict:
         raise ValueError(f'{ann_file} is not valid JSON: {e}') from e
 
 
-def _file_key(ann_file: str) -> Tuple[str, int, int]:
+def file_key(ann_file: str) -> Tuple[str, int, int]:
     """Cache key of a file: its real path, size and modification time, so a
     regenerated file is read again."""
     path = osp.realpath(ann_file)
@@ -505,7 +505,7 @@ def _cache_statistics(key: Tuple[str, int, int], ann: dict,
 def get_class_statistics(ann_file: str) -> ClassStatistics:
     """Statistics of an LVIS (v0.5 or v1) annotation file, cached by the
     file's path, size and modification time."""
-    key = _file_key(ann_file)
+    key = file_key(ann_file)
     if key in _CACHE:
         return _CACHE[key]
     return _cache_statistics(key, load_lvis_json(key[0]), ann_file)
@@ -514,7 +514,7 @@ def get_class_statistics(ann_file: str) -> ClassStatistics:
 def load_lvis_with_statistics(ann_file: str) -> Tuple[dict, ClassStatistics]:
     """The parsed file and its (cached) statistics, from one parse: for the
     LVIS datasets, which need both."""
-    key = _file_key(ann_file)  # before the parse: a later rewrite is read
+    key = file_key(ann_file)  # before the parse: a later rewrite is read
     ann = load_lvis_json(key[0])
     return ann, _cache_statistics(key, ann, ann_file)
 

@@ -25,14 +25,11 @@ has dimension 0). Points on a line give D = 1, a filled square D = 2.
 :func:`class_fractal_dimensions` adds the authors' conventions for the
 calibration: a class with fewer than 4 boxes gets D = 1, and D is at least 1.
 """
-import os
-import os.path as osp
 from typing import Dict, Tuple
 
 import numpy as np
 
-from .class_stats import load_lvis_json
-from .lvis_checks import check_lvis_annotations
+from .class_stats import file_key, load_lvis_with_statistics
 
 FRACAL_MAX_GRID = 64
 FRACAL_MIN_INSTANCES = 4
@@ -152,8 +149,8 @@ def lvis_box_centres(ann: dict,
                      source: str) -> Tuple[np.ndarray, np.ndarray, int]:
     """Normalised centres ``((x + w / 2) / width, (y + h / 2) / height)``
     and labels (ascending category id order, as mmdet's LVIS datasets) of
-    every box of an LVIS annotation dict, and the number of classes."""
-    check_lvis_annotations(ann, source)
+    every box of an LVIS annotation dict checked by the one reader, and the
+    number of classes."""
     cat_ids = np.array(sorted(c['id'] for c in ann['categories']), np.int64)
     images = ann['images']
     img_ids = np.array([im['id'] for im in images], dtype=np.int64)
@@ -185,14 +182,11 @@ def get_fractal_dimensions(ann_file: str,
     """FRACAL's D_c of every class of an LVIS annotation file (read-only
     float64 (C,), label order), cached per (path, size, mtime, max_grid)
     like :func:`~mmdet_longtail.datasets.get_class_statistics`."""
-    path = osp.realpath(ann_file)
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'LVIS annotation file not found: {ann_file}')
-    st = os.stat(path)
-    key = (path, st.st_size, st.st_mtime_ns, int(max_grid))
+    key = file_key(ann_file) + (int(max_grid), )
     if key not in _CACHE:
-        centres, labels, num_classes = lvis_box_centres(
-            load_lvis_json(path), ann_file)
+        # the one reader: checks the file unless its statistics are cached
+        ann, _ = load_lvis_with_statistics(ann_file)
+        centres, labels, num_classes = lvis_box_centres(ann, ann_file)
         dims = class_fractal_dimensions(
             centres, labels, num_classes, max_grid, source=ann_file)
         dims.setflags(write=False)

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import os.path as osp
+import warnings
 
 import numpy as np
 import pytest
@@ -12,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from mmdet.models.losses import CrossEntropyLoss
-from mmdet_longtail.datasets.class_stats import ClassStatistics
+from mmdet_longtail.datasets.class_stats import (ClassStatistics,
+                                                 get_class_statistics)
 from mmdet_longtail.datasets.fractal_dimension import (
     box_counting_dimension, class_box_counts, class_fractal_dimensions,
     get_fractal_dimensions)
@@ -112,6 +114,30 @@ def test_dimensions_of_a_file_normalised_by_image_size_and_cached(tmp_path):
         json.dump(ann, f)
     os.utime(path, ns=(1, 10**18))
     np.testing.assert_allclose(get_fractal_dimensions(path), [1, 2])
+
+
+def test_dimensions_read_the_file_through_the_one_reader(tmp_path):
+    """A malformed file fails with the reader's error; a file whose
+    statistics were read is not checked (nor warned about) again."""
+    path = tiny_lvis(str(tmp_path / 'train.json'))
+    with open(path) as f:
+        ann = json.load(f)
+    ann['annotations'][0]['image_id'] = True
+    bad = str(tmp_path / 'bad.json')
+    with open(bad, 'w') as f:
+        json.dump(ann, f)
+    with pytest.raises(ValueError, match=r'image_id=True is not an id'):
+        get_fractal_dimensions(bad)
+    ann['annotations'][0]['image_id'] = 1
+    ann['annotations'][0]['iscrowd'] = 1
+    crowd = str(tmp_path / 'crowd.json')
+    with open(crowd, 'w') as f:
+        json.dump(ann, f)
+    with pytest.warns(UserWarning, match='1 crowd'):
+        get_class_statistics(crowd)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        get_fractal_dimensions(crowd)
 
 
 def test_dimensions_of_the_synthetic_train_file(synthetic_root):
