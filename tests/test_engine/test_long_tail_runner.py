@@ -164,3 +164,63 @@ def test_cfg_options_train_ann_file_reaches_norcal(synthetic_root, tmp_path,
     from mmdet_longtail.datasets import get_class_statistics
     assert loss.image_count.tolist() == \
         get_class_statistics(train_file).image_count.tolist()
+
+
+EQL_CONFIG = osp.join(REPO_ROOT, 'configs', 'eql',
+                      'faster-rcnn_r18-tiny_fpn_eql_12e_synthetic-lvis.py')
+
+
+def test_cfg_options_train_root_reaches_eql_and_the_rfs_sampler(
+        synthetic_root, tmp_path, monkeypatch):
+    """One override of the train data root reaches the loss (through
+    class_statistics) and the sampler (through the dataset it samples):
+    the copy's most frequent class is left in one image, so EQL's tail
+    classes and RFS's repeat factors both change."""
+    import numpy as np
+    from mmdet.registry import DATASETS
+    from mmdet_longtail.datasets import get_class_statistics
+    from mmdet_longtail.datasets.samplers.rfs_sampler import RFSSampler
+    from mmdet_longtail.models.losses.eql_loss import eql_tail_classes
+    monkeypatch.setenv('MMLT_SYNTHETIC_ROOT', synthetic_root)
+    original = get_class_statistics(synthetic_root +
+                                    'annotations/lvis_v1_train.json')
+    frequent = original.cat_ids[int(np.argmax(original.image_count))]
+    new_root = str(tmp_path / 'moved') + '/'
+    train_file = copy_train_file(synthetic_root, new_root)
+    with open(train_file) as f:
+        ann = json.load(f)
+    kept_image = next(a['image_id'] for a in ann['annotations']
+                      if a['category_id'] == frequent)
+    ann['annotations'] = [
+        a for a in ann['annotations']
+        if a['category_id'] != frequent or a['image_id'] == kept_image
+    ]
+    with open(train_file, 'w') as f:
+        json.dump(ann, f)
+    shutil.os.symlink(synthetic_root + 'train2017', new_root + 'train2017')
+    runner = build_runner(
+        EQL_CONFIG, str(tmp_path / 'work'), {
+            'train_dataloader.dataset.data_root': new_root,
+            'train_dataloader.sampler.type': 'RFSSampler',
+            'train_dataloader.sampler.threshold': 0.08,
+            'train_dataloader.sampler.seed': 0,
+        })
+    stats = get_class_statistics(train_file)
+    lam = runner.model.roi_head.bbox_head.loss_cls.lambda_threshold
+    tail = runner.model.roi_head.bbox_head.loss_cls.tail_classes.numpy()
+    assert tail.tolist() == eql_tail_classes(stats.image_freq, lam).tolist()
+    assert tail.tolist() != eql_tail_classes(original.image_freq,
+                                             lam).tolist()
+
+    sampler = runner.train_dataloader.batch_sampler.sampler
+    assert isinstance(sampler, RFSSampler)
+    assert sampler.dataset.ann_file == train_file
+
+    def factors(data_root):
+        dataset = DATASETS.build(
+            dict(runner.cfg.train_dataloader.dataset, data_root=data_root))
+        return RFSSampler(dataset, threshold=0.08, seed=0).repeat_factors
+
+    np.testing.assert_array_equal(sampler.repeat_factors, factors(new_root))
+    assert not np.array_equal(sampler.repeat_factors,
+                              factors(synthetic_root))
