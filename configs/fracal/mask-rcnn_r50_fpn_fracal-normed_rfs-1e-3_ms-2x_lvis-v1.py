@@ -18,8 +18,11 @@ param_scheduler = [
         milestones=[16, 22],
         gamma=0.1)
 ]
+# the authors' mmdet 3 fork samples with mmengine's ClassBalancedDataset,
+# which rounds repeat factors up
 train_dataloader = dict(
-    sampler=dict(_delete_=True, type='RFSSampler', threshold=1e-3))
+    sampler=dict(
+        _delete_=True, type='RFSSampler', threshold=1e-3, rounding='ceil'))
 model = dict(
     roi_head=dict(
         bbox_head=dict(

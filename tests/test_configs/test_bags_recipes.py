@@ -2,7 +2,8 @@
 LVIS v1 as the eqlv2 code base's reimplementation (lr 0.02 at batch 16, the
 1x schedule), LVIS v0.5 as the authors' (lr 0.01, gradient clip 35, 500
 warm-up iterations from lr / 3, 12 epochs with steps at 8 and 11,
-single-scale (1333, 800) training with flip)."""
+single-scale (1333, 800) training with flip, test score threshold 0.0 for
+Faster R-CNN and 0.001 for the mask models)."""
 import glob
 import os.path as osp
 
@@ -53,3 +54,6 @@ def test_v05_decoupled_follows_the_authors(path):
     assert resize.keep_ratio
     (flip, ) = [step for step in pipeline if step.type == 'RandomFlip']
     assert flip.prob == 0.5
+    score_thr = 0.0 if osp.basename(path).startswith('faster') else 0.001
+    assert cfg.model.test_cfg.rcnn.score_thr == score_thr
+    assert cfg.model.test_cfg.rcnn.max_per_img == 300

@@ -99,8 +99,11 @@ VARIANT_KEYS: Dict[str, List[str]] = {
     r'fracal-normed': [
         f'{HEADS}.cls_predictor_cfg', 'model.roi_head.mask_head.predictor_cfg'
     ],
-    # the BAGS authors' v0.5 classifier training is single-scale
-    r'bags-decoupled_ms-1x_lvis-v0.5': ['train_dataloader.dataset.pipeline'],
+    # the BAGS authors' v0.5 classifier training is single-scale, and they
+    # test with their own score threshold
+    r'bags-decoupled_ms-1x_lvis-v0.5': [
+        'train_dataloader.dataset.pipeline', 'model.test_cfg.rcnn.score_thr'
+    ],
     # TDE's HTC recipe: R101, single-scale, 20 epochs, its test threshold
     r'r101_fpn_tde_20e': [
         'model.backbone', 'train_dataloader.dataset.pipeline',
