@@ -14,20 +14,22 @@ input are generic. These subclasses change only that:
   without ``categories`` and an image listed but missing (or empty) on disk
   raise errors that name the file, field and value; entries mmdet's loader
   skips are counted in one warning;
-* when the pipeline loads masks, an annotation without ``segmentation``
-  raises such an error (mmdet fails later with ``KeyError: 'mask'``), and
-  the instances mmdet ignores for want of a polygon of 6 or more coordinates
-  are counted in one warning.
+* when the pipeline loads masks, an annotation that mmdet's parser keeps
+  but that has no ``segmentation`` raises such an error (mmdet fails later
+  with ``KeyError: 'mask'``), and the instances whose mask mmdet's
+  ``LoadAnnotations`` ignores (no polygon of 6 or more coordinates) are
+  counted in one warning.
 """
+import os
 import os.path as osp
 import warnings
 from collections import defaultdict
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from mmdet.datasets import LVISV05Dataset, LVISV1Dataset
 from mmdet.registry import DATASETS
 from .class_stats import load_lvis_with_statistics
-from .lvis_checks import has_valid_polygon
+from .lvis_checks import loads_instance_mask
 
 
 class _LongTailLVISMixin:
@@ -53,8 +55,6 @@ class _LongTailLVISMixin:
         # file, entry, field and value of a malformed entry
         ann, _ = load_lvis_with_statistics(self.ann_file)
         self._set_classes(ann['categories'])
-        if self.loads_masks():
-            self._check_masks(ann['annotations'])
         # the index lvis-api builds: annotations per image and image ids
         # per category (one per annotation), both in file order
         anns_of_image = defaultdict(list)
@@ -77,47 +77,62 @@ class _LongTailLVISMixin:
                 raise ValueError(
                     f'{self.ann_file}: the image with id {img["id"]} or one '
                     f'of its annotations has no field {e}') from e
+        mask_loader = self._mask_loader()
+        if mask_loader is not None:
+            self._check_masks(data_list, mask_loader.poly2mask)
         if self.check_images:
             for info in data_list:
-                if not osp.isfile(info['img_path']):
-                    raise FileNotFoundError(
-                        f'{self.ann_file}: image id {info["img_id"]} is '
-                        f'listed but its file is missing: {info["img_path"]}')
-                if osp.getsize(info['img_path']) == 0:
-                    # OpenCV's error on it names no file
-                    raise ValueError(
-                        f'{self.ann_file}: image id {info["img_id"]}: its '
-                        f'file is empty: {info["img_path"]}')
+                self._check_image_file(info)
         return data_list
 
-    def loads_masks(self) -> bool:
-        """Whether the pipeline loads instance masks (``LoadAnnotations``
-        with ``with_mask=True``)."""
-        return any(
-            getattr(transform, 'with_mask', False)
-            for transform in getattr(self.pipeline, 'transforms', []))
+    def _check_image_file(self, info: dict) -> None:
+        try:
+            size = os.stat(info['img_path']).st_size
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f'{self.ann_file}: image id {info["img_id"]} is listed but '
+                f'its file is missing: {info["img_path"]}') from None
+        if size == 0:
+            # OpenCV's error on it names no file
+            raise ValueError(f'{self.ann_file}: image id {info["img_id"]}: '
+                             f'its file is empty: {info["img_path"]}')
 
-    def _check_masks(self, annotations: List[dict]) -> None:
-        """Every annotation has a segmentation (checked well-formed by the
-        reader); one warning counts those mmdet's ``LoadAnnotations``
-        ignores, which the class statistics count."""
-        without_polygon = []
-        for i, item in enumerate(annotations):
-            if not item.get('segmentation'):
-                raise ValueError(
-                    f"{self.ann_file}: annotations[{i}] (id={item['id']}) has "
-                    f"no 'segmentation' (got {item.get('segmentation')!r}), "
-                    f'and the pipeline loads masks (LoadAnnotations with '
-                    f'with_mask=True)')
-            if not has_valid_polygon(item['segmentation']):
-                without_polygon.append(item['id'])
-        if without_polygon:
+    def _mask_loader(self) -> Optional[Any]:
+        """The pipeline's transform that loads instance masks
+        (``LoadAnnotations`` with ``with_mask=True``), if any."""
+        for transform in getattr(self.pipeline, 'transforms', []):
+            if getattr(transform, 'with_mask', False):
+                return transform
+        return None
+
+    def _check_masks(self, data_list: List[dict], poly2mask: bool) -> None:
+        """Every instance mmdet's parser kept has a segmentation (mmdet
+        fails later with ``KeyError: 'mask'``); one warning counts those
+        ``LoadAnnotations`` ignores, which the class statistics count."""
+        unloaded, total = [], 0
+        for info in data_list:
+            for instance in info['instances']:
+                if 'mask' not in instance:
+                    category = self.cat_ids[instance['bbox_label']]
+                    raise ValueError(
+                        f"{self.ann_file}: image id {info['img_id']}: the "
+                        f'annotation of category id {category} with box '
+                        f"{instance['bbox']} (x1, y1, x2, y2) has no "
+                        f"'segmentation', and the pipeline loads masks "
+                        f'(LoadAnnotations with with_mask=True)')
+                if instance['ignore_flag']:
+                    continue  # crowd: already reported by the reader
+                total += 1
+                if not loads_instance_mask(instance['mask'], poly2mask):
+                    unloaded.append(info['img_id'])
+        if unloaded:
+            rle = '' if poly2mask else '; with poly2mask=False, no RLE'
             warnings.warn(
-                f'{self.ann_file}: {len(without_polygon)} of '
-                f'{len(annotations)} annotations (ids '
-                f'{without_polygon[:5]}) have no polygon of an even number '
-                f">= 6 of coordinates: mmdet's LoadAnnotations ignores them "
-                f'when it loads masks, but the class statistics count them',
+                f'{self.ann_file}: {len(unloaded)} of {total} instances (in '
+                f'images {sorted(set(unloaded))[:5]}) have no mask that '
+                f"mmdet's LoadAnnotations loads (no polygon of an even "
+                f'number >= 6 of coordinates{rle}): it ignores them when it '
+                f'loads masks, but the class statistics count them',
                 stacklevel=2)
 
     def _set_classes(self, categories: List[dict]) -> None:

@@ -107,19 +107,46 @@ MALFORMED = {
         r"segmentation=\{'counts': 'abc'\} must be a list of polygons or "
         r"an RLE dict with 'counts' and 'size'"),
     'neg_category_ids of no category': (
-        lambda d: d['images'][0].__setitem__('neg_category_ids', [999]),
-        r"images\[0\] \(id=1\): neg_category_ids=\[999\] must be a list "
-        r"of ids in 'categories'"),
+        lambda d: d['images'][0].__setitem__('neg_category_ids', [1, 999]),
+        r"images\[0\] \(id=1\): neg_category_ids holds 999, not an id in "
+        r"'categories'"),
     'not_exhaustive_category_ids a string': (
         lambda d: d['images'][1].__setitem__('not_exhaustive_category_ids',
                                              'abc'),
-        r"images\[1\] \(id=2\): not_exhaustive_category_ids='abc' must be"),
+        r"images\[1\] \(id=2\): not_exhaustive_category_ids='abc' must be "
+        r'a list of category ids'),
     # the letters come from the file only when every category has one
     'one category without frequency': (
         lambda d: d['categories'][1].pop('frequency'),
         r"categories\[1\] \(id=2\) has no 'frequency' while 1 of 2 "
         r'categories have one'),
 }
+
+
+# well-formed inputs the checks must let through
+VALID = {
+    'RLE, counts a string': set_ann('segmentation',
+                                    dict(counts='abc', size=[80, 100])),
+    'RLE, counts a list': set_ann('segmentation',
+                                  dict(counts=[10, 5, 30], size=[80, 100])),
+    'polygons': set_ann('segmentation', [[10, 10, 30, 10, 30, 30],
+                                         [1.5, 2, 3, 4, 5, 6.25]]),
+    'no polygon': set_ann('segmentation', []),
+    'segmentation null': set_ann('segmentation', None),
+    'federated ids': lambda d: d['images'][0].update(
+        neg_category_ids=[1], not_exhaustive_category_ids=[1, 2]),
+    'no frequency letters': lambda d: [c.pop('frequency')
+                                       for c in d['categories']],
+}
+
+
+@pytest.mark.parametrize('case', sorted(VALID))
+def test_well_formed_file_passes(tmp_path, case):
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert check_lvis_annotations(edited(VALID[case]), 'f') == {}
+        stats = get_class_statistics(write(tmp_path, edited(VALID[case])))
+    assert stats.instance_count.tolist() == [1, 2]
 
 
 @pytest.mark.parametrize('case', sorted(MALFORMED))
@@ -201,7 +228,8 @@ def test_dataset_names_a_truncated_file(tmp_path):
     assert str(path) in str(error.value)
 
 
-def build_mask_dataset(ann_file: str, with_mask: bool = True):
+def build_mask_dataset(ann_file: str, with_mask: bool = True,
+                       poly2mask: bool = True):
     """The LVIS dataset with a pipeline that loads masks, as Mask R-CNN's
     (or only boxes, as Faster R-CNN's)."""
     from mmdet.registry import DATASETS
@@ -211,7 +239,7 @@ def build_mask_dataset(ann_file: str, with_mask: bool = True):
         dict(type='LVISV1LTDataset', data_root='', ann_file=ann_file,
              data_prefix=dict(img=''), check_images=False,
              pipeline=[dict(type='LoadAnnotations', with_bbox=True,
-                            with_mask=with_mask)]))
+                            with_mask=with_mask, poly2mask=poly2mask)]))
 
 
 def with_polygons(data: dict) -> dict:
@@ -230,8 +258,23 @@ def test_a_mask_pipeline_needs_every_segmentation(tmp_path):
     with pytest.raises(ValueError) as error:
         build_mask_dataset(path)
     assert str(error.value).startswith(
-        f"{path}: annotations[1] (id=2) has no 'segmentation' (got None), "
-        'and the pipeline loads masks')
+        f'{path}: image id 1: the annotation of category id 2 with box '
+        "[0, 0, 5, 5] (x1, y1, x2, y2) has no 'segmentation', and the "
+        'pipeline loads masks')
+
+
+def test_a_mask_pipeline_loads_what_mmdet_skips_without_segmentation(
+        tmp_path):
+    """An annotation mmdet's parser drops (here under 1 px wide) never
+    needs a mask, so it may lack a segmentation."""
+    data = with_polygons(small_lvis())
+    data['annotations'].append(
+        dict(id=4, image_id=2, category_id=1, bbox=[5, 5, 0.5, 9], area=4.5))
+    path = write(tmp_path, data)
+    with pytest.warns(UserWarning, match='1 under 1 px wide'):
+        dataset = build_mask_dataset(path)
+    assert [len(dataset.get_data_info(i)['instances'])
+            for i in range(2)] == [2, 1]
 
 
 def test_instances_without_a_loadable_polygon_are_reported(tmp_path):
@@ -246,8 +289,9 @@ def test_instances_without_a_loadable_polygon_are_reported(tmp_path):
         dataset = build_mask_dataset(path)
     (warning, ) = [w for w in record if 'polygon' in str(w.message)]
     assert str(warning.message).startswith(
-        f'{path}: 2 of 3 annotations (ids [1, 3]) have no polygon of an even '
-        f"number >= 6 of coordinates: mmdet's LoadAnnotations ignores them")
+        f'{path}: 2 of 3 instances (in images [1, 2]) have no mask that '
+        "mmdet's LoadAnnotations loads (no polygon of an even number >= 6 "
+        'of coordinates): it ignores them')
     # the loader does ignore them, and the statistics count them
     flags = [
         dataset.pipeline(dict(dataset.get_data_info(i),
@@ -260,6 +304,20 @@ def test_instances_without_a_loadable_polygon_are_reported(tmp_path):
         warnings.simplefilter('error')
         build_mask_dataset(write(tmp_path, with_polygons(small_lvis()),
                                  'valid.json'))
+
+
+def test_rle_masks_are_ignored_without_poly2mask(tmp_path):
+    """mmdet's LoadAnnotations(poly2mask=False) ignores RLE instances."""
+    data = with_polygons(small_lvis())
+    data['annotations'][0]['segmentation'] = dict(counts='abc',
+                                                  size=[80, 100])
+    path = write(tmp_path, data)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        build_mask_dataset(path)
+    with pytest.warns(UserWarning, match=r'1 of 3 instances \(in images '
+                      r'\[1\]\).*; with poly2mask=False, no RLE\)'):
+        build_mask_dataset(path, poly2mask=False)
 
 
 def test_an_empty_image_file_is_named(tmp_path):

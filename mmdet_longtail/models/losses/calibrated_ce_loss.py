@@ -196,7 +196,8 @@ class CalibratedCrossEntropyLoss(ScoringSettingsMixin, PlainClassifierMixin,
                 reduction_override: Optional[str] = None,
                 **kwargs) -> Tensor:
         """Training: mmdet's softmax cross-entropy (NorCal changes only the
-        test-time scores), in float32 for half-precision logits."""
+        test-time scores), in float32 for half-precision logits. Labels lie
+        in [0, C], as RoI heads give them (no ``ignore_index`` label)."""
         self.inputs.check(cls_score, label, weight,
                           reduction_override or self.reduction)
         return super().forward(
