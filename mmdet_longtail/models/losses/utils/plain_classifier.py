@@ -12,7 +12,9 @@ from mmdet.models.losses import accuracy
 from .custom_classifier import ClassifierLayout, CustomClassifierMixin
 from .inputs import ClassifierInputs
 from .precision import upcast_half
-from .sigmoid_classifier import foreground_accuracy, with_zero_background
+from .sigmoid_classifier import (foreground_accuracy,
+                                 sigmoid_classifier_inputs,
+                                 with_zero_background)
 
 
 class PlainClassifierMixin(CustomClassifierMixin):
@@ -28,11 +30,10 @@ class PlainClassifierMixin(CustomClassifierMixin):
         """The input checks of :meth:`cls_channels` logits, errors named
         ``owner``."""
         if self.use_sigmoid:
-            layout = f'C={self.num_classes} classes, no background logit'
-        else:
-            layout = f'C={self.num_classes} classes + background last'
-        return ClassifierInputs(owner, self.num_classes, self.cls_channels(),
-                                layout)
+            return sigmoid_classifier_inputs(owner, self.num_classes)
+        return ClassifierInputs(
+            owner, self.num_classes, self.num_classes + 1,
+            f'C={self.num_classes} classes + background last')
 
     def cls_channels(self) -> int:
         """C sigmoid logits, or C + 1 softmax logits (background last)."""

@@ -42,6 +42,14 @@ def foreground_accuracy(cls_score: Tensor, labels: Tensor,
 
 
 
+def sigmoid_classifier_inputs(owner: str,
+                              num_classes: int) -> ClassifierInputs:
+    """The input checks of C sigmoid logits without a background logit,
+    errors named ``owner``."""
+    return ClassifierInputs(owner, num_classes, num_classes,
+                            f'C={num_classes} classes, no background logit')
+
+
 class SigmoidClassifierMixin(CustomClassifierMixin):
     """The protocol for C logits without a background logit, each scored
     on its own (:meth:`class_scores`, the sigmoid unless overridden), with
@@ -52,9 +60,7 @@ class SigmoidClassifierMixin(CustomClassifierMixin):
 
     def classifier_inputs(self, owner: str) -> ClassifierInputs:
         """The input checks of C logits, errors named ``owner``."""
-        return ClassifierInputs(
-            owner, self.num_classes, self.num_classes,
-            f'C={self.num_classes} classes, no background logit')
+        return sigmoid_classifier_inputs(owner, self.num_classes)
 
     def cls_channels(self) -> int:
         """C outputs: one logit per class, no background logit."""
